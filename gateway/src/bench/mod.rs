@@ -1,0 +1,3 @@
+//! Benchmarks that run inside the `gridserve` binary on the real model.
+
+pub mod engine;

@@ -1,0 +1,10 @@
+//! The engine: requests, the sans-IO scheduler that packs them into steps, and the loop that
+//! drives a backend with it.
+
+mod request;
+mod run;
+mod scheduler;
+
+pub use request::{FinishReason, GenerationRequest, Priority};
+pub use run::{run_until_idle, StepStats};
+pub use scheduler::{Scheduler, SeqEvent, StepBudget, StepPlan};

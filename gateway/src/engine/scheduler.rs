@@ -1,0 +1,302 @@
+//! The sans-IO scheduler: which sequences run in the next step, with how many tokens each,
+//! under a `StepBudget` it is handed every step. It owns the KV block allocator; running out
+//! of blocks preempts the lowest-priority, most recently admitted sequence, which is later
+//! recomputed from its prompt and the tokens it had generated.
+//!
+//! vLLM's rule: a sequence only tracks how many of its tokens are in the KV cache
+//! (`computed`) out of all it has (prompt + output). A prompt chunk and a decode token are the
+//! same thing: the uncomputed tail.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use gridserve_models::sampling::{Sampled, Sampler};
+use gridserve_models::{BackendInfo, BlockAllocator, SeqId, SeqStep, StepBatch, StepOutput};
+
+use super::request::{FinishReason, GenerationRequest};
+use crate::GatewayError;
+
+/// The most work one step may hold. The power controller moves this; the scheduler reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepBudget {
+    pub max_tokens: usize,
+    pub max_seqs: usize,
+}
+
+/// What the next step runs.
+#[derive(Debug, Default)]
+pub struct StepPlan {
+    pub batch: StepBatch,
+    /// Sequences preempted to make room for this step (their KV was freed).
+    pub preempted: Vec<SeqId>,
+}
+
+#[derive(Debug)]
+pub enum SeqEvent {
+    Token { seq: SeqId, sampled: Sampled },
+    Finished { seq: SeqId, reason: FinishReason },
+}
+
+struct Sequence {
+    id: SeqId,
+    req: GenerationRequest,
+    sampler: Sampler,
+    /// Prompt followed by generated tokens.
+    tokens: Vec<u32>,
+    computed: usize,
+    blocks: Vec<u32>,
+    arrived: Instant,
+    /// Admission order, for "most recently admitted is preempted first".
+    admitted: u64,
+}
+
+impl Sequence {
+    fn generated(&self) -> usize {
+        self.tokens.len() - self.req.prompt.len()
+    }
+}
+
+pub struct Scheduler {
+    alloc: BlockAllocator,
+    max_seq_len: usize,
+    eos_token_ids: Vec<u32>,
+    waiting: Vec<Sequence>,
+    running: Vec<Sequence>,
+    admissions: u64,
+    preemptions: u64,
+}
+
+impl Scheduler {
+    pub fn new(info: &BackendInfo) -> Self {
+        Self {
+            alloc: BlockAllocator::new(info.num_blocks, info.block_size),
+            max_seq_len: info.max_seq_len,
+            eos_token_ids: info.eos_token_ids.clone(),
+            waiting: Vec::new(),
+            running: Vec::new(),
+            admissions: 0,
+            preemptions: 0,
+        }
+    }
+
+    /// Queues a request. Rejects what could never run: an empty prompt, or one that leaves no
+    /// room for a single new token within the context or the whole KV cache.
+    pub fn add(
+        &mut self,
+        id: SeqId,
+        req: GenerationRequest,
+        now: Instant,
+    ) -> Result<(), GatewayError> {
+        let limit = self
+            .max_seq_len
+            .min(self.alloc.num_total() * self.alloc.block_size());
+        if req.prompt.is_empty() {
+            return Err(GatewayError::InvalidRequest {
+                param: "prompt",
+                message: "the prompt is empty".into(),
+            });
+        }
+        if req.prompt.len() >= limit {
+            return Err(GatewayError::InvalidRequest {
+                param: "prompt",
+                message: format!(
+                    "the prompt has {} tokens; this model's context is {limit}",
+                    req.prompt.len()
+                ),
+            });
+        }
+        if req.max_tokens == 0 {
+            return Err(GatewayError::InvalidRequest {
+                param: "max_tokens",
+                message: "must be at least 1".into(),
+            });
+        }
+        let sampler = Sampler::new(req.sampling.clone());
+        let seq = Sequence {
+            id,
+            tokens: req.prompt.clone(),
+            req,
+            sampler,
+            computed: 0,
+            blocks: Vec::new(),
+            arrived: now,
+            admitted: 0,
+        };
+        self.waiting.push(seq);
+        Ok(())
+    }
+
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.running.is_empty() || !self.waiting.is_empty()
+    }
+
+    /// Fraction of KV blocks in use, 0..=1.
+    pub fn kv_usage(&self) -> f64 {
+        1.0 - self.alloc.num_free() as f64 / self.alloc.num_total() as f64
+    }
+
+    pub fn preemptions(&self) -> u64 {
+        self.preemptions
+    }
+
+    /// Drops a sequence wherever it is and frees its blocks. Returns whether it existed.
+    pub fn abort(&mut self, id: SeqId) -> bool {
+        for queue in [&mut self.running, &mut self.waiting] {
+            if let Some(i) = queue.iter().position(|s| s.id == id) {
+                let mut seq = queue.remove(i);
+                self.alloc.free(&mut seq.blocks);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Plans the next step within `budget`.
+    pub fn schedule(&mut self, budget: StepBudget, _now: Instant) -> StepPlan {
+        let mut plan = StepPlan::default();
+        let mut tokens_left = budget.max_tokens;
+        self.running.sort_by_key(|s| (s.req.priority, s.admitted));
+        let mut i = 0;
+        while i < self.running.len() && tokens_left > 0 && plan.batch.seqs.len() < budget.max_seqs {
+            let take = (self.running[i].tokens.len() - self.running[i].computed).min(tokens_left);
+            if !self.reserve_running(i, take, &mut plan) {
+                break; // `i` itself was preempted: nothing after it can run either
+            }
+            plan.batch.seqs.push(step_for(&self.running[i], take));
+            tokens_left -= take;
+            i += 1;
+        }
+        if plan.preempted.is_empty() {
+            self.admit_waiting(&mut plan, tokens_left, budget.max_seqs);
+        }
+        plan
+    }
+
+    /// Grows running sequence `i`'s blocks for `take` more tokens, preempting from the back of
+    /// the running list (lowest priority, newest) until it fits. False if `i` was preempted.
+    fn reserve_running(&mut self, i: usize, take: usize, plan: &mut StepPlan) -> bool {
+        loop {
+            let seq = &mut self.running[i];
+            if self
+                .alloc
+                .grow(&mut seq.blocks, seq.computed + take)
+                .is_some()
+            {
+                return true;
+            }
+            let victim = self.running.len() - 1;
+            let id = self.running[victim].id;
+            self.preempt(victim);
+            plan.preempted.push(id);
+            if victim == i {
+                return false;
+            }
+        }
+    }
+
+    fn preempt(&mut self, index: usize) {
+        let mut seq = self.running.remove(index);
+        self.alloc.free(&mut seq.blocks);
+        seq.computed = 0;
+        self.preemptions += 1;
+        self.waiting.push(seq);
+    }
+
+    /// Admits waiting sequences in (priority, arrival) order while budget and blocks last. The
+    /// first that does not fit stops admission, so a big request is not starved by small ones.
+    fn admit_waiting(&mut self, plan: &mut StepPlan, mut tokens_left: usize, max_seqs: usize) {
+        self.waiting.sort_by_key(|s| (s.req.priority, s.arrived));
+        while tokens_left > 0 && plan.batch.seqs.len() < max_seqs && !self.waiting.is_empty() {
+            let seq = &mut self.waiting[0];
+            let take = (seq.tokens.len() - seq.computed).min(tokens_left);
+            if self
+                .alloc
+                .grow(&mut seq.blocks, seq.computed + take)
+                .is_none()
+            {
+                break;
+            }
+            let mut seq = self.waiting.remove(0);
+            self.admissions += 1;
+            seq.admitted = self.admissions;
+            plan.batch.seqs.push(step_for(&seq, take));
+            tokens_left -= take;
+            self.running.push(seq);
+        }
+    }
+
+    /// Applies a step's results: advances what was computed, samples where logits came back,
+    /// and finishes sequences that hit a stop condition (freeing their blocks).
+    pub fn update(&mut self, plan: &StepPlan, out: &StepOutput) -> Vec<SeqEvent> {
+        let logits: HashMap<SeqId, &[f32]> = out
+            .logits
+            .iter()
+            .map(|(id, l)| (*id, l.as_slice()))
+            .collect();
+        let mut events = Vec::new();
+        let mut finished = Vec::new();
+        for step in &plan.batch.seqs {
+            let Some(seq) = self.running.iter_mut().find(|s| s.id == step.seq) else {
+                continue; // aborted while the step ran
+            };
+            seq.computed = step.start_pos + step.tokens.len();
+            let Some(row) = logits.get(&seq.id) else {
+                continue;
+            };
+            let sampled = seq.sampler.sample(row);
+            seq.sampler.observe(sampled.token);
+            seq.tokens.push(sampled.token);
+            let token = sampled.token;
+            events.push(SeqEvent::Token {
+                seq: seq.id,
+                sampled,
+            });
+            if let Some(reason) = stop_reason(seq, token, &self.eos_token_ids, self.max_seq_len) {
+                finished.push(seq.id);
+                events.push(SeqEvent::Finished {
+                    seq: seq.id,
+                    reason,
+                });
+            }
+        }
+        for id in finished {
+            self.abort(id);
+        }
+        events
+    }
+}
+
+fn step_for(seq: &Sequence, take: usize) -> SeqStep {
+    let start = seq.computed;
+    SeqStep {
+        seq: seq.id,
+        tokens: seq.tokens[start..start + take].to_vec(),
+        start_pos: start,
+        block_table: seq.blocks.clone(),
+        sample: start + take == seq.tokens.len(),
+    }
+}
+
+fn stop_reason(
+    seq: &Sequence,
+    token: u32,
+    eos: &[u32],
+    max_seq_len: usize,
+) -> Option<FinishReason> {
+    let is_eos = !seq.req.ignore_eos && eos.contains(&token);
+    if is_eos || seq.req.stop_token_ids.contains(&token) {
+        Some(FinishReason::Stop)
+    } else if seq.generated() >= seq.req.max_tokens || seq.tokens.len() >= max_seq_len {
+        Some(FinishReason::Length)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,66 @@
+//! Loading the configured model with a progress bar, and turning user text into prompt tokens.
+
+use std::time::{Duration, Instant};
+
+use gridserve_models::chat::{ChatMessage, ChatTemplate};
+use gridserve_models::tokenizer::TextTokenizer;
+use gridserve_models::{load_gguf, LoadedModel};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::config::{EngineConfig, ModelConfig};
+use crate::GatewayError;
+
+/// A loaded model with what it takes to build prompts for it.
+pub struct ServedModel {
+    pub loaded: LoadedModel,
+    pub chat: ChatTemplate,
+    pub load_time: Duration,
+}
+
+/// Loads the model; a progress bar appears on stderr if loading takes over a second.
+pub fn load(model: &ModelConfig, engine: &EngineConfig) -> Result<ServedModel, GatewayError> {
+    let start = Instant::now();
+    let chat = ChatTemplate::from_file(&model.chat_template)?;
+    let bar = ProgressBar::hidden();
+    bar.set_style(
+        ProgressStyle::with_template("loading model {bar:30} {pos}/{len} layers {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut progress = |done: usize, total: usize| {
+        if bar.is_hidden() && start.elapsed() > Duration::from_secs(1) {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let loaded = load_gguf(&model.path, &engine.kv, &mut progress)?;
+    bar.finish_and_clear();
+    Ok(ServedModel {
+        loaded,
+        chat,
+        load_time: start.elapsed(),
+    })
+}
+
+impl ServedModel {
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.loaded.tokenizer
+    }
+
+    /// Plain-text prompt: BOS first if the model wants it.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, GatewayError> {
+        let tok = self.tokenizer();
+        Ok(tok.encode(text, tok.add_bos())?)
+    }
+
+    /// Chat prompt rendered by the template, which writes the BOS itself.
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, GatewayError> {
+        let tok = self.tokenizer();
+        let bos = tok
+            .id_to_piece(tok.bos_id())
+            .unwrap_or_default()
+            .to_string();
+        let text = self.chat.render(messages, true, &bos)?;
+        Ok(tok.encode(&text, false)?)
+    }
+}

@@ -1,0 +1,383 @@
+//! Gemma 3 (text): GELU-tanh GeGLU MLP, q/k RMS norms, pre- and post-norms around attention
+//! and MLP, sliding-window attention on 5 of every 6 layers with their own RoPE base, and an
+//! output head tied to the embedding.
+
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::Tensor;
+use gridserve_kernels::cpu as k;
+use rayon::prelude::*;
+
+use super::{token_slots, Architecture, KvLayout, TokenSlot};
+use crate::backend::{StepBatch, StepOutput};
+use crate::kv_cache::KvStorage;
+use crate::linear::QLinear;
+use crate::loader::{GgufFile, WeightSource};
+use crate::ModelError;
+
+/// Hyper-parameters. Fields the GGUF does not carry default to Gemma 3's published values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gemma3Config {
+    pub hidden: usize,
+    pub ffn_hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_eps: f32,
+    pub rope_base_global: f64,
+    pub rope_base_local: f64,
+    /// Linear RoPE scaling of global layers (the larger Gemma 3 models use 8).
+    pub rope_scale_global: f64,
+    pub sliding_window: usize,
+    /// Every `sliding_window_pattern`-th layer is global; the others are local.
+    pub sliding_window_pattern: usize,
+    pub max_seq_len: usize,
+}
+
+impl Gemma3Config {
+    pub fn from_gguf(g: &GgufFile) -> Result<Self, ModelError> {
+        let key = |k: &str| format!("gemma3.{k}");
+        let heads = g.meta_usize(&key("attention.head_count"))?;
+        let hidden = g.meta_usize(&key("embedding_length"))?;
+        let head_dim = match g.meta_usize(&key("attention.key_length")) {
+            Ok(d) => d,
+            Err(_) => hidden / heads,
+        };
+        let rope_scale_global = match g.meta_f32(&key("rope.scaling.factor")) {
+            Ok(f) if f > 0.0 => f as f64,
+            _ => 1.0,
+        };
+        Ok(Self {
+            hidden,
+            ffn_hidden: g.meta_usize(&key("feed_forward_length"))?,
+            layers: g.meta_usize(&key("block_count"))?,
+            heads,
+            kv_heads: g.meta_usize(&key("attention.head_count_kv"))?,
+            head_dim,
+            rms_eps: g.meta_f32(&key("attention.layer_norm_rms_epsilon"))?,
+            rope_base_global: g.meta_f32(&key("rope.freq_base")).unwrap_or(1_000_000.0) as f64,
+            rope_base_local: 10_000.0,
+            rope_scale_global,
+            sliding_window: g
+                .meta_usize(&key("attention.sliding_window"))
+                .unwrap_or(512),
+            sliding_window_pattern: 6,
+            max_seq_len: g.meta_usize(&key("context_length"))?,
+        })
+    }
+
+    pub fn is_global(&self, layer: usize) -> bool {
+        (layer + 1) % self.sliding_window_pattern == 0
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        let ok = self.heads > 0
+            && self.kv_heads > 0
+            && self.heads % self.kv_heads == 0
+            && self.head_dim % 2 == 0
+            && self.sliding_window > 0
+            && self.sliding_window_pattern > 0;
+        if ok {
+            Ok(())
+        } else {
+            Err(ModelError::Format(format!(
+                "inconsistent Gemma 3 shape: {self:?}"
+            )))
+        }
+    }
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    q: QLinear,
+    k: QLinear,
+    v: QLinear,
+    o: QLinear,
+    q_norm: Vec<f32>,
+    k_norm: Vec<f32>,
+    post_attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    gate: QLinear,
+    up: QLinear,
+    down: QLinear,
+    post_ffn_norm: Vec<f32>,
+    /// `None` on global layers.
+    window: Option<usize>,
+    inv_freq: Arc<Vec<f64>>,
+}
+
+pub struct Gemma3 {
+    cfg: Gemma3Config,
+    embed: Arc<QTensor>,
+    vocab_size: usize,
+    embed_scale: f32,
+    layers: Vec<Layer>,
+    final_norm: Vec<f32>,
+    lm_head: QLinear,
+}
+
+impl Gemma3 {
+    /// Loads weights by their GGUF names; `progress(done, total)` is called per layer.
+    pub fn load(
+        cfg: Gemma3Config,
+        src: &mut dyn WeightSource,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self, ModelError> {
+        cfg.validate()?;
+        let embed = Arc::new(src.tensor("token_embd.weight")?);
+        let (vocab_size, embed_dim) = embed.shape().dims2()?;
+        if embed_dim != cfg.hidden {
+            return Err(ModelError::Format(format!(
+                "embedding width {embed_dim} does not match hidden size {}",
+                cfg.hidden
+            )));
+        }
+        let inv_local = Arc::new(k::rope_inv_freq(cfg.head_dim, cfg.rope_base_local));
+        let inv_global: Arc<Vec<f64>> = Arc::new(
+            k::rope_inv_freq(cfg.head_dim, cfg.rope_base_global)
+                .into_iter()
+                .map(|f| f / cfg.rope_scale_global)
+                .collect(),
+        );
+        let mut layers = Vec::with_capacity(cfg.layers);
+        for i in 0..cfg.layers {
+            let (window, inv_freq) = if cfg.is_global(i) {
+                (None, inv_global.clone())
+            } else {
+                (Some(cfg.sliding_window), inv_local.clone())
+            };
+            layers.push(load_layer(src, i, window, inv_freq)?);
+            progress(i + 1, cfg.layers);
+        }
+        let layer = Self {
+            embed_scale: (cfg.hidden as f32).sqrt(),
+            final_norm: src.f32_vec("output_norm.weight")?,
+            lm_head: QLinear::from_arc(embed.clone())?,
+            cfg,
+            embed,
+            vocab_size,
+            layers,
+        };
+        layer.check_shapes()?;
+        Ok(layer)
+    }
+
+    pub fn config(&self) -> &Gemma3Config {
+        &self.cfg
+    }
+
+    /// Catches a file whose tensors disagree with its metadata at load, not mid-request.
+    fn check_shapes(&self) -> Result<(), ModelError> {
+        let c = &self.cfg;
+        let (q_dim, kv_dim) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        for (i, l) in self.layers.iter().enumerate() {
+            let dims = [
+                (l.q.in_dim(), l.q.out_dim(), c.hidden, q_dim),
+                (l.k.in_dim(), l.k.out_dim(), c.hidden, kv_dim),
+                (l.v.in_dim(), l.v.out_dim(), c.hidden, kv_dim),
+                (l.o.in_dim(), l.o.out_dim(), q_dim, c.hidden),
+                (l.gate.in_dim(), l.gate.out_dim(), c.hidden, c.ffn_hidden),
+                (l.up.in_dim(), l.up.out_dim(), c.hidden, c.ffn_hidden),
+                (l.down.in_dim(), l.down.out_dim(), c.ffn_hidden, c.hidden),
+            ];
+            let norms_ok = l.q_norm.len() == c.head_dim
+                && l.k_norm.len() == c.head_dim
+                && [
+                    &l.attn_norm,
+                    &l.post_attn_norm,
+                    &l.ffn_norm,
+                    &l.post_ffn_norm,
+                ]
+                .iter()
+                .all(|n| n.len() == c.hidden);
+            if dims.iter().any(|&(i0, o0, i1, o1)| i0 != i1 || o0 != o1) || !norms_ok {
+                return Err(ModelError::Format(format!(
+                    "layer {i}: tensor shapes do not match the config"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn embed_tokens(&self, batch: &StepBatch) -> Result<Vec<f32>, ModelError> {
+        let ids: Vec<u32> = batch
+            .seqs
+            .iter()
+            .flat_map(|s| s.tokens.iter().copied())
+            .collect();
+        let ids = Tensor::from_vec(ids, batch.num_tokens(), &candle_core::Device::Cpu)?;
+        let rows = self.embed.embedding(&ids)?;
+        let mut x = rows.flatten_all()?.to_vec1::<f32>()?;
+        x.iter_mut().for_each(|v| *v *= self.embed_scale);
+        Ok(x)
+    }
+}
+
+fn load_layer(
+    src: &mut dyn WeightSource,
+    i: usize,
+    window: Option<usize>,
+    inv_freq: Arc<Vec<f64>>,
+) -> Result<Layer, ModelError> {
+    let name = |t: &str| format!("blk.{i}.{t}.weight");
+    let mut lin = |t: &str| QLinear::from_qtensor(src.tensor(&name(t))?);
+    let (q, k, v, o) = (
+        lin("attn_q")?,
+        lin("attn_k")?,
+        lin("attn_v")?,
+        lin("attn_output")?,
+    );
+    let (gate, up, down) = (lin("ffn_gate")?, lin("ffn_up")?, lin("ffn_down")?);
+    let mut norm = |t: &str| src.f32_vec(&name(t));
+    Ok(Layer {
+        attn_norm: norm("attn_norm")?,
+        q_norm: norm("attn_q_norm")?,
+        k_norm: norm("attn_k_norm")?,
+        post_attn_norm: norm("post_attention_norm")?,
+        ffn_norm: norm("ffn_norm")?,
+        post_ffn_norm: norm("post_ffw_norm")?,
+        q,
+        k,
+        v,
+        o,
+        gate,
+        up,
+        down,
+        window,
+        inv_freq,
+    })
+}
+
+impl Architecture for Gemma3 {
+    fn kv_layout(&self) -> KvLayout {
+        KvLayout {
+            layers: self.cfg.layers,
+            kv_heads: self.cfg.kv_heads,
+            head_dim: self.cfg.head_dim,
+        }
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn max_seq_len(&self) -> usize {
+        self.cfg.max_seq_len
+    }
+
+    fn forward(&self, batch: &StepBatch, kv: &mut KvStorage) -> Result<StepOutput, ModelError> {
+        let (slots, sample_rows) = token_slots(batch);
+        let mut x = self.embed_tokens(batch)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            self.layer_forward(layer, i, &mut x, &slots, batch, kv)?;
+        }
+        if sample_rows.is_empty() {
+            return Ok(StepOutput::default());
+        }
+        let hidden = self.cfg.hidden;
+        let last: Vec<f32> = sample_rows
+            .iter()
+            .flat_map(|&r| x[r * hidden..(r + 1) * hidden].iter().copied())
+            .collect();
+        let mut normed = vec![0f32; last.len()];
+        k::rms_norm_rows(&last, &self.final_norm, self.cfg.rms_eps, &mut normed)?;
+        let logits = self.lm_head.forward(&normed, sample_rows.len())?;
+        let vocab = self.vocab_size;
+        let out = sample_rows
+            .iter()
+            .enumerate()
+            .map(|(j, &r)| {
+                (
+                    batch.seqs[slots[r].seq_index].seq,
+                    logits[j * vocab..(j + 1) * vocab].to_vec(),
+                )
+            })
+            .collect();
+        Ok(StepOutput { logits: out })
+    }
+}
+
+impl Gemma3 {
+    fn layer_forward(
+        &self,
+        l: &Layer,
+        layer_index: usize,
+        x: &mut [f32],
+        slots: &[TokenSlot],
+        batch: &StepBatch,
+        kv: &mut KvStorage,
+    ) -> Result<(), ModelError> {
+        let (c, n) = (&self.cfg, slots.len());
+        let mut h = vec![0f32; x.len()];
+        k::rms_norm_rows(x, &l.attn_norm, c.rms_eps, &mut h)?;
+        let mut q = l.q.forward(&h, n)?;
+        let mut kk = l.k.forward(&h, n)?;
+        let v = l.v.forward(&h, n)?;
+        k::rms_norm_rows_in_place(&mut q, &l.q_norm, c.rms_eps)?;
+        k::rms_norm_rows_in_place(&mut kk, &l.k_norm, c.rms_eps)?;
+        let (q_dim, kv_dim) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        for (t, slot) in slots.iter().enumerate() {
+            k::rope_neox_in_place(&mut q[t * q_dim..(t + 1) * q_dim], &l.inv_freq, slot.pos)?;
+            k::rope_neox_in_place(&mut kk[t * kv_dim..(t + 1) * kv_dim], &l.inv_freq, slot.pos)?;
+            let off = kv.offset(&batch.seqs[slot.seq_index].block_table, slot.pos);
+            kv.k[layer_index][off..off + kv_dim].copy_from_slice(&kk[t * kv_dim..(t + 1) * kv_dim]);
+            kv.v[layer_index][off..off + kv_dim].copy_from_slice(&v[t * kv_dim..(t + 1) * kv_dim]);
+        }
+        let att = self.attend(l, layer_index, &q, slots, batch, kv)?;
+        let o = l.o.forward(&att, n)?;
+        add_normed(x, &o, &l.post_attn_norm, c.rms_eps)?;
+        k::rms_norm_rows(x, &l.ffn_norm, c.rms_eps, &mut h)?;
+        let mut gate = l.gate.forward(&h, n)?;
+        let up = l.up.forward(&h, n)?;
+        k::gelu_tanh_mul(&mut gate, &up)?;
+        let down = l.down.forward(&gate, n)?;
+        add_normed(x, &down, &l.post_ffn_norm, c.rms_eps)?;
+        Ok(())
+    }
+
+    /// Attention for every token of the step, tokens in parallel.
+    fn attend(
+        &self,
+        l: &Layer,
+        layer_index: usize,
+        q: &[f32],
+        slots: &[TokenSlot],
+        batch: &StepBatch,
+        kv: &KvStorage,
+    ) -> Result<Vec<f32>, ModelError> {
+        let c = &self.cfg;
+        let q_dim = c.heads * c.head_dim;
+        let paged = k::PagedKv {
+            k: &kv.k[layer_index],
+            v: &kv.v[layer_index],
+            block_size: kv.block_size,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+        };
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let mut out = vec![0f32; q.len()];
+        out.par_chunks_mut(q_dim)
+            .zip(q.par_chunks(q_dim))
+            .zip(slots.par_iter())
+            .try_for_each(|((o, q), slot)| {
+                let query = k::PagedQuery {
+                    q,
+                    pos: slot.pos,
+                    block_table: &batch.seqs[slot.seq_index].block_table,
+                    window: l.window,
+                };
+                k::paged_attention(&paged, &query, scale, o)
+            })?;
+        Ok(out)
+    }
+}
+
+/// `x += rms_norm(y)`: Gemma's post-norm residual.
+fn add_normed(x: &mut [f32], y: &[f32], weight: &[f32], eps: f32) -> Result<(), ModelError> {
+    let mut normed = vec![0f32; y.len()];
+    k::rms_norm_rows(y, weight, eps, &mut normed)?;
+    x.iter_mut().zip(&normed).for_each(|(a, b)| *a += b);
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! The seam between the engine's scheduler and a model: one `step` runs a batch of sequences,
+//! each with its own new tokens at its own positions against its own KV blocks.
+
+use crate::ModelError;
+
+/// Identifies a sequence for the lifetime of a request; chosen by the caller.
+pub type SeqId = u64;
+
+/// What the scheduler needs to know about a backend to plan steps for it.
+#[derive(Clone, Debug)]
+pub struct BackendInfo {
+    /// Model name as served (e.g. `gemma-3-270m`).
+    pub model_name: String,
+    /// Tokens per KV block.
+    pub block_size: usize,
+    /// KV blocks available in total.
+    pub num_blocks: usize,
+    /// Longest sequence (prompt + output) the model supports.
+    pub max_seq_len: usize,
+    pub vocab_size: usize,
+    /// Token ids that end generation (end of sequence, end of turn).
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// One sequence's share of a step.
+#[derive(Clone, Debug)]
+pub struct SeqStep {
+    pub seq: SeqId,
+    /// The tokens to run now: a prompt chunk, or the one token sampled last step.
+    pub tokens: Vec<u32>,
+    /// Position of `tokens[0]`; every earlier position is already in the KV blocks.
+    pub start_pos: usize,
+    /// KV blocks covering at least `start_pos + tokens.len()` positions.
+    pub block_table: Vec<u32>,
+    /// Whether to return logits for the last token (false for a prompt chunk that is not the
+    /// prompt's last: nothing is sampled there, so the output head is skipped).
+    pub sample: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct StepBatch {
+    pub seqs: Vec<SeqStep>,
+}
+
+impl StepBatch {
+    pub fn num_tokens(&self) -> usize {
+        self.seqs.iter().map(|s| s.tokens.len()).sum()
+    }
+}
+
+/// Logits of the last token of every sequence that asked for them, in batch order.
+#[derive(Clone, Debug, Default)]
+pub struct StepOutput {
+    pub logits: Vec<(SeqId, Vec<f32>)>,
+}
+
+/// A model that can run steps. Blocks are owned by the caller (see [`crate::BlockAllocator`]),
+/// so a backend keeps no per-sequence state and needs no release call.
+pub trait ModelBackend: Send {
+    fn info(&self) -> &BackendInfo;
+    fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, ModelError>;
+}
+
+/// Checks a batch against a backend's limits before any work, so a bad plan is an error
+/// rather than an out-of-bounds write into another sequence's KV blocks.
+pub fn validate_batch(info: &BackendInfo, batch: &StepBatch) -> Result<(), ModelError> {
+    for s in &batch.seqs {
+        if s.tokens.is_empty() {
+            return Err(ModelError::Batch(format!(
+                "sequence {} has no tokens",
+                s.seq
+            )));
+        }
+        let end = s.start_pos + s.tokens.len();
+        if end > info.max_seq_len {
+            return Err(ModelError::Batch(format!(
+                "sequence {} reaches position {end}, beyond the model's {}",
+                s.seq, info.max_seq_len
+            )));
+        }
+        if s.block_table.len() * info.block_size < end {
+            return Err(ModelError::Batch(format!(
+                "sequence {} needs {} KV slots, its blocks hold {}",
+                s.seq,
+                end,
+                s.block_table.len() * info.block_size
+            )));
+        }
+        if let Some(b) = s
+            .block_table
+            .iter()
+            .find(|&&b| b as usize >= info.num_blocks)
+        {
+            return Err(ModelError::Batch(format!(
+                "sequence {} uses unknown block {b}",
+                s.seq
+            )));
+        }
+        if let Some(t) = s.tokens.iter().find(|&&t| t as usize >= info.vocab_size) {
+            return Err(ModelError::Batch(format!(
+                "sequence {} has token {t} outside the vocabulary",
+                s.seq
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! gridserve's model layer: loading (GGUF), tokenizer, chat template, batched forward over
+//! paged KV, and sampling. No HTTP and no power here.
+
+pub mod arch;
+pub mod backend;
+pub mod chat;
+pub mod cpu_backend;
+mod error;
+pub mod kv_cache;
+pub mod linear;
+mod load;
+pub mod loader;
+pub mod sampling;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod tokenizer;
+
+pub use backend::{BackendInfo, ModelBackend, SeqId, SeqStep, StepBatch, StepOutput};
+pub use cpu_backend::{CpuBackend, KvCacheOptions};
+pub use error::ModelError;
+pub use kv_cache::BlockAllocator;
+pub use load::{load_gguf, LoadedModel};

@@ -1,0 +1,128 @@
+//! Test support: a tiny Gemma 3 built in memory from seeded random weights, so model code runs
+//! in every test without files (behind the `testing` feature).
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::arch::gemma3::{Gemma3, Gemma3Config};
+use crate::cpu_backend::{CpuBackend, KvCacheOptions};
+use crate::loader::InMemoryWeights;
+use crate::ModelError;
+
+/// 2 layers of hidden 64 with Gemma 3's traits kept: GQA (4 query heads, 1 KV head), one local
+/// layer with a 6-token window (so the window matters in short tests) and one global layer.
+pub fn tiny_gemma3_config() -> Gemma3Config {
+    Gemma3Config {
+        hidden: 64,
+        ffn_hidden: 128,
+        layers: 2,
+        heads: 4,
+        kv_heads: 1,
+        head_dim: 32,
+        rms_eps: 1e-6,
+        rope_base_global: 1_000_000.0,
+        rope_base_local: 10_000.0,
+        rope_scale_global: 1.0,
+        sliding_window: 6,
+        sliding_window_pattern: 2,
+        max_seq_len: 256,
+    }
+}
+
+pub const TINY_VOCAB: usize = 96;
+
+/// The tiny model's weights; the same seed gives the same model.
+pub fn tiny_gemma3(seed: u64) -> Result<Gemma3, ModelError> {
+    let cfg = tiny_gemma3_config();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut w = InMemoryWeights::default();
+    let (h, q, kv, f) = (
+        cfg.hidden,
+        cfg.heads * cfg.head_dim,
+        cfg.kv_heads * cfg.head_dim,
+        cfg.ffn_hidden,
+    );
+    w.tensors.insert(
+        "token_embd.weight".into(),
+        quantized(&mut rng, TINY_VOCAB, h, 1.0)?,
+    );
+    w.tensors
+        .insert("output_norm.weight".into(), norm(&mut rng, h)?);
+    for i in 0..cfg.layers {
+        let mut put =
+            |name: &str, t: QTensor| w.tensors.insert(format!("blk.{i}.{name}.weight"), t);
+        put(
+            "attn_q",
+            quantized(&mut rng, q, h, 1.0 / (h as f32).sqrt())?,
+        );
+        put(
+            "attn_k",
+            quantized(&mut rng, kv, h, 1.0 / (h as f32).sqrt())?,
+        );
+        put(
+            "attn_v",
+            quantized(&mut rng, kv, h, 1.0 / (h as f32).sqrt())?,
+        );
+        put(
+            "attn_output",
+            quantized(&mut rng, h, q, 1.0 / (q as f32).sqrt())?,
+        );
+        put(
+            "ffn_gate",
+            quantized(&mut rng, f, h, 1.0 / (h as f32).sqrt())?,
+        );
+        put(
+            "ffn_up",
+            quantized(&mut rng, f, h, 1.0 / (h as f32).sqrt())?,
+        );
+        put(
+            "ffn_down",
+            quantized(&mut rng, h, f, 1.0 / (f as f32).sqrt())?,
+        );
+        for n in [
+            "attn_norm",
+            "post_attention_norm",
+            "ffn_norm",
+            "post_ffw_norm",
+        ] {
+            put(n, norm(&mut rng, h)?);
+        }
+        put("attn_q_norm", norm(&mut rng, cfg.head_dim)?);
+        put("attn_k_norm", norm(&mut rng, cfg.head_dim)?);
+    }
+    Gemma3::load(cfg, &mut w, &mut |_, _| {})
+}
+
+/// The tiny model behind a CPU backend with a small KV cache of `num_blocks` blocks of 4.
+pub fn tiny_backend(seed: u64, num_blocks: usize) -> Result<CpuBackend, ModelError> {
+    let model = tiny_gemma3(seed)?;
+    let cfg = tiny_gemma3_config();
+    let per_token = 2 * cfg.layers * cfg.kv_heads * cfg.head_dim * 4;
+    let opts = KvCacheOptions {
+        block_size: 4,
+        kv_cache_bytes: num_blocks * 4 * per_token,
+        max_seq_len: None,
+    };
+    CpuBackend::new(Box::new(model), "tiny-gemma3".into(), vec![1], &opts)
+}
+
+fn quantized(
+    rng: &mut StdRng,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+) -> Result<QTensor, ModelError> {
+    let data: Vec<f32> = (0..rows * cols)
+        .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale * 1.7)
+        .collect();
+    let t = Tensor::from_vec(data, (rows, cols), &Device::Cpu)?;
+    Ok(QTensor::quantize(&t, GgmlDType::Q8_0)?)
+}
+
+fn norm(rng: &mut StdRng, n: usize) -> Result<QTensor, ModelError> {
+    let data: Vec<f32> = (0..n).map(|_| 0.8 + 0.4 * rng.random::<f32>()).collect();
+    let t = Tensor::from_vec(data, n, &Device::Cpu)?;
+    Ok(QTensor::quantize(&t, GgmlDType::F32)?)
+}
