@@ -8,8 +8,10 @@ use anyhow::Context;
 use clap::Args;
 use gridserve::config::Config;
 use gridserve::engine::{run_until_idle, GenerationRequest, Priority, Scheduler, SeqEvent};
+use gridserve::model::ServedModel;
 use gridserve_models::chat::ChatMessage;
 use gridserve_models::sampling::SamplingParams;
+use gridserve_models::stop::{StopMatcher, StopOutcome};
 use gridserve_models::tokenizer::DecodeStream;
 use gridserve_models::ModelBackend;
 
@@ -22,7 +24,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
     /// Nucleus sampling mass.
     #[arg(long, default_value_t = 1.0)]
@@ -39,11 +41,67 @@ pub struct GenerateArgs {
     /// Keep generating past end-of-sequence.
     #[arg(long)]
     ignore_eos: bool,
+    /// Stop when the completion contains this text (repeatable); it is not printed.
+    #[arg(long)]
+    stop: Vec<String>,
 }
 
 pub fn run(config: &Config, args: &GenerateArgs) -> anyhow::Result<()> {
     let mut served = gridserve::model::load(&config.model, &config.engine)
         .with_context(|| format!("loading {}", config.model.path.display()))?;
+    let request = build_request(&served, args)?;
+    let prompt_tokens = request.prompt.len();
+    tracing::debug!(tokens = ?request.prompt, "prompt");
+    let backend = &mut served.loaded.backend;
+    let mut sched = Scheduler::new(backend.info());
+    sched.add(0, request, Instant::now())?;
+    let mut stream = DecodeStream::new(&served.loaded.tokenizer, true);
+    let mut stops = StopMatcher::new(args.stop.clone());
+    let mut out = TextOut {
+        stdout: std::io::stdout().lock(),
+        error: None,
+    };
+    let mut timing = Timing::default();
+    run_until_idle(
+        backend,
+        &mut sched,
+        config.engine.step_budget,
+        |stats, events| {
+            timing.add_step(stats.duration);
+            for event in events {
+                let SeqEvent::Token { sampled, seq } = event else {
+                    continue;
+                };
+                timing.generated += 1;
+                let text = match stream.push(sampled.token) {
+                    Ok(Some(text)) => text,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!("detokenizing: {e}");
+                        continue;
+                    }
+                };
+                match stops.push(&text) {
+                    StopOutcome::Continue(t) => out.write(&t),
+                    StopOutcome::Stopped(t) => {
+                        out.write(&t);
+                        return vec![seq];
+                    }
+                }
+            }
+            Vec::new()
+        },
+    )?;
+    out.write(&stops.flush());
+    out.write("\n");
+    if let Some(e) = out.error {
+        return Err(e).context("writing to stdout");
+    }
+    timing.report(served.load_time, prompt_tokens);
+    Ok(())
+}
+
+fn build_request(served: &ServedModel, args: &GenerateArgs) -> anyhow::Result<GenerationRequest> {
     let prompt = if args.chat {
         served.encode_chat(&[ChatMessage {
             role: "user".into(),
@@ -60,78 +118,65 @@ pub fn run(config: &Config, args: &GenerateArgs) -> anyhow::Result<()> {
         ..SamplingParams::default()
     };
     sampling.validate()?;
-    let request = GenerationRequest {
-        prompt: prompt.clone(),
+    Ok(GenerationRequest {
+        prompt,
         sampling,
         max_tokens: args.max_tokens,
         stop_token_ids: Vec::new(),
         ignore_eos: args.ignore_eos,
         priority: Priority::Interactive,
-    };
-    let backend = &mut served.loaded.backend;
-    let mut sched = Scheduler::new(backend.info());
-    sched.add(0, request, Instant::now())?;
-    let tokenizer = &served.loaded.tokenizer;
-    let mut stream = DecodeStream::new(tokenizer, true);
-    let mut stdout = std::io::stdout().lock();
-    let (mut prefill, mut decode, mut generated) = (Duration::ZERO, Duration::ZERO, 0usize);
-    let mut write_err = None;
-    run_until_idle(
-        backend,
-        &mut sched,
-        config.engine.step_budget,
-        |stats, events| {
-            if generated == 0 {
-                prefill += stats.duration
-            } else {
-                decode += stats.duration
-            }
-            for event in events {
-                if let SeqEvent::Token { sampled, .. } = event {
-                    generated += 1;
-                    match stream.push(sampled.token) {
-                        Ok(Some(text)) => {
-                            write_err = write_err
-                                .take()
-                                .or(write!(stdout, "{text}").and_then(|_| stdout.flush()).err())
-                        }
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!("detokenizing: {e}"),
-                    }
-                }
-            }
-            Vec::new()
-        },
-    )?;
-    writeln!(stdout)?;
-    if let Some(e) = write_err {
-        return Err(e).context("writing to stdout");
-    }
-    report(served.load_time, prompt.len(), prefill, generated, decode);
-    Ok(())
+    })
 }
 
-fn report(
-    load: Duration,
-    prompt_tokens: usize,
+/// Prompt time is every step up to the first sampled token; decode time is the rest.
+#[derive(Default)]
+struct Timing {
     prefill: Duration,
-    generated: usize,
     decode: Duration,
-) {
-    let rate = |n: usize, d: Duration| {
-        if d.is_zero() {
-            0.0
+    generated: usize,
+}
+
+impl Timing {
+    fn add_step(&mut self, d: Duration) {
+        if self.generated == 0 {
+            self.prefill += d
         } else {
-            n as f64 / d.as_secs_f64()
+            self.decode += d
         }
-    };
-    eprintln!(
-        "load {:.2} s | prompt {prompt_tokens} tokens in {:.1} ms ({:.1} tok/s) | decode {} tokens in {:.1} ms ({:.1} tok/s)",
-        load.as_secs_f64(),
-        prefill.as_secs_f64() * 1e3,
-        rate(prompt_tokens, prefill),
-        generated.saturating_sub(1),
-        decode.as_secs_f64() * 1e3,
-        rate(generated.saturating_sub(1), decode),
-    );
+    }
+
+    fn report(&self, load: Duration, prompt_tokens: usize) {
+        let rate = |n: usize, d: Duration| {
+            if d.is_zero() {
+                0.0
+            } else {
+                n as f64 / d.as_secs_f64()
+            }
+        };
+        let decoded = self.generated.saturating_sub(1);
+        eprintln!(
+            "load {:.2} s | prompt {prompt_tokens} tokens in {:.1} ms ({:.1} tok/s) | decode {decoded} tokens in {:.1} ms ({:.1} tok/s)",
+            load.as_secs_f64(),
+            self.prefill.as_secs_f64() * 1e3,
+            rate(prompt_tokens, self.prefill),
+            self.decode.as_secs_f64() * 1e3,
+            rate(decoded, self.decode),
+        );
+    }
+}
+
+/// Stdout that keeps the first write error instead of failing mid-step.
+struct TextOut<W: Write> {
+    stdout: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: Write> TextOut<W> {
+    fn write(&mut self, text: &str) {
+        if self.error.is_none() {
+            self.error = write!(self.stdout, "{text}")
+                .and_then(|_| self.stdout.flush())
+                .err();
+        }
+    }
 }

@@ -11,6 +11,7 @@ pub mod linear;
 mod load;
 pub mod loader;
 pub mod sampling;
+pub mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokenizer;

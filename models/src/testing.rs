@@ -126,3 +126,58 @@ fn norm(rng: &mut StdRng, n: usize) -> Result<QTensor, ModelError> {
     let t = Tensor::from_vec(data, n, &Device::Cpu)?;
     Ok(QTensor::quantize(&t, GgmlDType::F32)?)
 }
+
+/// A backend with no model: the next token is always `(last token + 1) % vocab`, so tests of
+/// the scheduler and the server know exactly what each sequence will produce. It still checks
+/// batches like a real backend and records what every step held.
+pub struct FakeBackend {
+    info: crate::BackendInfo,
+    /// Tokens per step, in order: what the scheduler actually asked for.
+    pub steps: Vec<Vec<(crate::SeqId, usize)>>,
+}
+
+impl FakeBackend {
+    pub fn new(
+        vocab_size: usize,
+        num_blocks: usize,
+        block_size: usize,
+        max_seq_len: usize,
+    ) -> Self {
+        Self {
+            info: crate::BackendInfo {
+                model_name: "fake".into(),
+                block_size,
+                num_blocks,
+                max_seq_len,
+                vocab_size,
+                eos_token_ids: vec![0],
+            },
+            steps: Vec::new(),
+        }
+    }
+}
+
+impl crate::ModelBackend for FakeBackend {
+    fn info(&self) -> &crate::BackendInfo {
+        &self.info
+    }
+
+    fn step(&mut self, batch: &crate::StepBatch) -> Result<crate::StepOutput, ModelError> {
+        crate::backend::validate_batch(&self.info, batch)?;
+        self.steps
+            .push(batch.seqs.iter().map(|s| (s.seq, s.tokens.len())).collect());
+        let vocab = self.info.vocab_size;
+        let logits = batch
+            .seqs
+            .iter()
+            .filter(|s| s.sample)
+            .map(|s| {
+                let next = (*s.tokens.last().unwrap_or(&0) as usize + 1) % vocab;
+                let mut row = vec![0f32; vocab];
+                row[next] = 10.0;
+                (s.seq, row)
+            })
+            .collect();
+        Ok(crate::StepOutput { logits })
+    }
+}

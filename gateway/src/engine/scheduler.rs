@@ -300,3 +300,7 @@ fn stop_reason(
         None
     }
 }
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;

@@ -37,7 +37,7 @@ pub fn paged_attention(
 ) -> Result<(), KernelError> {
     let (hd, kvh) = (kv.head_dim, kv.kv_heads);
     check_len("paged_attention", "out", out.len(), query.q.len())?;
-    if hd == 0 || kvh == 0 || query.q.len() % (hd * kvh) != 0 {
+    if hd == 0 || kvh == 0 || !query.q.len().is_multiple_of(hd * kvh) {
         return Err(KernelError::Invalid {
             op: "paged_attention",
             message: format!(

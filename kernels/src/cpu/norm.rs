@@ -15,7 +15,7 @@ pub fn rms_norm_rows(
 ) -> Result<(), KernelError> {
     let dim = weight.len();
     check_len("rms_norm", "out", out.len(), x.len())?;
-    if dim == 0 || x.len() % dim != 0 {
+    if dim == 0 || !x.len().is_multiple_of(dim) {
         return Err(KernelError::Invalid {
             op: "rms_norm",
             message: format!("input of {} values is not rows of {dim}", x.len()),
@@ -33,7 +33,7 @@ pub fn rms_norm_rows(
 /// In-place variant, used for the per-head q/k norms where a copy would be wasted.
 pub fn rms_norm_rows_in_place(x: &mut [f32], weight: &[f32], eps: f32) -> Result<(), KernelError> {
     let dim = weight.len();
-    if dim == 0 || x.len() % dim != 0 {
+    if dim == 0 || !x.len().is_multiple_of(dim) {
         return Err(KernelError::Invalid {
             op: "rms_norm",
             message: format!("input of {} values is not rows of {dim}", x.len()),

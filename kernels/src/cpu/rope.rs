@@ -18,7 +18,7 @@ pub fn rope_inv_freq(head_dim: usize, base: f64) -> Vec<f64> {
 pub fn rope_neox_in_place(x: &mut [f32], inv_freq: &[f64], pos: usize) -> Result<(), KernelError> {
     let half = inv_freq.len();
     let head_dim = 2 * half;
-    if head_dim == 0 || x.len() % head_dim != 0 {
+    if head_dim == 0 || !x.len().is_multiple_of(head_dim) {
         return Err(KernelError::Invalid {
             op: "rope",
             message: format!("{} values are not heads of {head_dim}", x.len()),

@@ -69,14 +69,14 @@ impl Gemma3Config {
     }
 
     pub fn is_global(&self, layer: usize) -> bool {
-        (layer + 1) % self.sliding_window_pattern == 0
+        (layer + 1).is_multiple_of(self.sliding_window_pattern)
     }
 
     fn validate(&self) -> Result<(), ModelError> {
         let ok = self.heads > 0
             && self.kv_heads > 0
-            && self.heads % self.kv_heads == 0
-            && self.head_dim % 2 == 0
+            && self.heads.is_multiple_of(self.kv_heads)
+            && self.head_dim.is_multiple_of(2)
             && self.sliding_window > 0
             && self.sliding_window_pattern > 0;
         if ok {

@@ -1,0 +1,237 @@
+//! Scheduler behaviour, driven step by step against the fake backend (next token = last + 1).
+
+use std::time::Instant;
+
+use gridserve_models::sampling::SamplingParams;
+use gridserve_models::testing::FakeBackend;
+use gridserve_models::ModelBackend;
+
+use super::{FinishReason, Scheduler, SeqEvent, StepBudget};
+use crate::engine::{GenerationRequest, Priority};
+
+fn req(prompt: Vec<u32>, max_tokens: usize, priority: Priority) -> GenerationRequest {
+    GenerationRequest {
+        prompt,
+        sampling: SamplingParams::greedy(),
+        max_tokens,
+        stop_token_ids: vec![],
+        ignore_eos: false,
+        priority,
+    }
+}
+
+const BIG: StepBudget = StepBudget {
+    max_tokens: 1024,
+    max_seqs: 64,
+};
+
+/// Runs one step; returns the events.
+fn step(s: &mut Scheduler, b: &mut FakeBackend, budget: StepBudget) -> Vec<SeqEvent> {
+    let plan = s.schedule(budget, Instant::now());
+    let out = b.step(&plan.batch).unwrap();
+    s.update(&plan, &out)
+}
+
+fn tokens_of(events: &[SeqEvent], id: u64) -> Vec<u32> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SeqEvent::Token { seq, sampled } if *seq == id => Some(sampled.token),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn generates_until_max_tokens_then_frees_blocks() {
+    let mut b = FakeBackend::new(100, 16, 4, 64);
+    let mut s = Scheduler::new(b.info());
+    s.add(1, req(vec![5, 6, 7], 3, Priority::Standard), Instant::now())
+        .unwrap();
+    let mut all = Vec::new();
+    while s.has_work() {
+        all.extend(step(&mut s, &mut b, BIG));
+    }
+    assert_eq!(tokens_of(&all, 1), vec![8, 9, 10]);
+    assert!(matches!(
+        all.last(),
+        Some(SeqEvent::Finished {
+            seq: 1,
+            reason: FinishReason::Length
+        })
+    ));
+    assert_eq!(s.kv_usage(), 0.0);
+}
+
+#[test]
+fn eos_stops_unless_ignored() {
+    let mut b = FakeBackend::new(10, 16, 4, 64);
+    let mut s = Scheduler::new(b.info());
+    s.add(1, req(vec![8], 5, Priority::Standard), Instant::now())
+        .unwrap(); // 9, then 0 = eos
+    s.add(
+        2,
+        GenerationRequest {
+            ignore_eos: true,
+            ..req(vec![8], 3, Priority::Standard)
+        },
+        Instant::now(),
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    while s.has_work() {
+        all.extend(step(&mut s, &mut b, BIG));
+    }
+    assert_eq!(tokens_of(&all, 1), vec![9, 0]);
+    assert_eq!(tokens_of(&all, 2), vec![9, 0, 1]);
+    assert!(all.iter().any(|e| matches!(
+        e,
+        SeqEvent::Finished {
+            seq: 1,
+            reason: FinishReason::Stop
+        }
+    )));
+}
+
+#[test]
+fn long_prompts_are_chunked_under_the_token_budget_without_stalling_decode() {
+    let mut b = FakeBackend::new(100, 64, 4, 256);
+    let mut s = Scheduler::new(b.info());
+    s.add(1, req(vec![1, 2], 10, Priority::Standard), Instant::now())
+        .unwrap();
+    step(&mut s, &mut b, BIG); // seq 1 prefilled, now decoding
+    s.add(
+        2,
+        req((0..20).map(|i| i % 50 + 1).collect(), 2, Priority::Standard),
+        Instant::now(),
+    )
+    .unwrap();
+    let budget = StepBudget {
+        max_tokens: 8,
+        max_seqs: 8,
+    };
+    for _ in 0..3 {
+        step(&mut s, &mut b, budget);
+    }
+    // Each step: seq 1 decodes one token, seq 2 gets the other 7 of its 20-token prompt.
+    assert_eq!(
+        &b.steps[1..],
+        &[
+            vec![(1, 1), (2, 7)],
+            vec![(1, 1), (2, 7)],
+            vec![(1, 1), (2, 6)]
+        ]
+    );
+}
+
+#[test]
+fn budget_limits_sequences_per_step() {
+    let mut b = FakeBackend::new(100, 64, 4, 256);
+    let mut s = Scheduler::new(b.info());
+    for id in 0..5 {
+        s.add(id, req(vec![3], 4, Priority::Standard), Instant::now())
+            .unwrap();
+    }
+    step(
+        &mut s,
+        &mut b,
+        StepBudget {
+            max_tokens: 100,
+            max_seqs: 2,
+        },
+    );
+    assert_eq!(b.steps[0].len(), 2);
+    assert_eq!((s.num_running(), s.num_waiting()), (2, 3));
+}
+
+#[test]
+fn out_of_blocks_preempts_lowest_priority_newest_and_recomputes_it() {
+    // 4 blocks of 4 tokens. Two sequences of 6-token prompts take 2 blocks each; growing
+    // past 8 tokens needs a third block for one of them.
+    let mut b = FakeBackend::new(100, 4, 4, 64);
+    let mut s = Scheduler::new(b.info());
+    s.add(
+        1,
+        req(vec![1, 2, 3, 4, 5, 6], 6, Priority::Interactive),
+        Instant::now(),
+    )
+    .unwrap();
+    s.add(
+        2,
+        req(vec![11, 12, 13, 14, 15, 16], 6, Priority::Flexible),
+        Instant::now(),
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    while s.has_work() {
+        all.extend(step(&mut s, &mut b, BIG));
+    }
+    assert!(s.preemptions() >= 1);
+    // Both still produce the full, correct continuation: preemption loses nothing.
+    assert_eq!(tokens_of(&all, 1), vec![7, 8, 9, 10, 11, 12]);
+    assert_eq!(tokens_of(&all, 2), vec![17, 18, 19, 20, 21, 22]);
+    // The interactive sequence was never the one preempted: it ran in every step until done.
+    let first_done = b
+        .steps
+        .iter()
+        .position(|st| !st.iter().any(|(id, _)| *id == 1))
+        .unwrap();
+    assert!(b.steps[..first_done]
+        .iter()
+        .all(|st| st.iter().any(|(id, _)| *id == 1)));
+}
+
+#[test]
+fn abort_frees_blocks_and_drops_the_sequence() {
+    let mut b = FakeBackend::new(100, 8, 4, 64);
+    let mut s = Scheduler::new(b.info());
+    s.add(1, req(vec![1; 10], 50, Priority::Standard), Instant::now())
+        .unwrap();
+    step(&mut s, &mut b, BIG);
+    assert!(s.kv_usage() > 0.0);
+    assert!(s.abort(1));
+    assert!(!s.abort(1));
+    assert_eq!(s.kv_usage(), 0.0);
+    assert!(!s.has_work());
+}
+
+#[test]
+fn impossible_requests_are_rejected_up_front() {
+    let b = FakeBackend::new(100, 4, 4, 64);
+    let mut s = Scheduler::new(b.info());
+    assert!(s
+        .add(1, req(vec![], 5, Priority::Standard), Instant::now())
+        .is_err());
+    assert!(
+        s.add(2, req(vec![1; 16], 5, Priority::Standard), Instant::now())
+            .is_err(),
+        "fills the whole cache"
+    );
+    assert!(s
+        .add(3, req(vec![1; 3], 0, Priority::Standard), Instant::now())
+        .is_err());
+    assert!(s
+        .add(4, req(vec![1; 3], 5, Priority::Standard), Instant::now())
+        .is_ok());
+}
+
+#[test]
+fn waiting_requests_are_admitted_by_priority() {
+    let mut b = FakeBackend::new(100, 64, 4, 256);
+    let mut s = Scheduler::new(b.info());
+    s.add(1, req(vec![1], 2, Priority::Flexible), Instant::now())
+        .unwrap();
+    s.add(2, req(vec![1], 2, Priority::Standard), Instant::now())
+        .unwrap();
+    s.add(3, req(vec![1], 2, Priority::Interactive), Instant::now())
+        .unwrap();
+    step(
+        &mut s,
+        &mut b,
+        StepBudget {
+            max_tokens: 100,
+            max_seqs: 1,
+        },
+    );
+    assert_eq!(b.steps[0], vec![(3, 1)]);
+}
