@@ -2,10 +2,12 @@
 //! validated into the typed sub-configs each component takes.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use gridserve_models::KvCacheOptions;
 use serde::Deserialize;
 
+use crate::api::ApiConfig;
 use crate::engine::StepBudget;
 use crate::GatewayError;
 
@@ -14,6 +16,19 @@ use crate::GatewayError;
 struct RawConfig {
     model: RawModel,
     engine: RawEngine,
+    server: RawServer,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    host: String,
+    port: u16,
+    max_waiting_requests: usize,
+    drain_timeout_seconds: f64,
+    max_body_bytes: usize,
+    default_completion_max_tokens: usize,
+    max_n: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,10 +71,21 @@ pub struct EngineConfig {
     pub step_budget: StepBudget,
 }
 
+/// How `gridserve serve` listens and admits requests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub max_waiting_requests: usize,
+    pub drain_timeout: Duration,
+    pub api: ApiConfig,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub model: ModelConfig,
     pub engine: EngineConfig,
+    pub server: ServerConfig,
 }
 
 impl Config {
@@ -97,7 +123,9 @@ impl RawConfig {
         } else {
             e.threads
         };
+        let server = self.server.validate()?;
         Ok(Config {
+            server,
             model: ModelConfig {
                 path: base.join(&self.model.path),
                 chat_template: base.join(&self.model.chat_template),
@@ -113,6 +141,38 @@ impl RawConfig {
                     max_tokens: e.step_budget.max_tokens,
                     max_seqs: e.step_budget.max_seqs,
                 },
+            },
+        })
+    }
+}
+
+impl RawServer {
+    fn validate(self) -> Result<ServerConfig, GatewayError> {
+        let bad = |key: &str, why: &str| Err(GatewayError::Config(format!("server.{key}: {why}")));
+        if self.max_waiting_requests == 0 {
+            return bad("max_waiting_requests", "must be at least 1");
+        }
+        if !(self.drain_timeout_seconds.is_finite() && self.drain_timeout_seconds >= 0.0) {
+            return bad("drain_timeout_seconds", "must be a non-negative number");
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes", "must be at least 1024");
+        }
+        if self.default_completion_max_tokens == 0 || self.max_n == 0 {
+            return bad(
+                "default_completion_max_tokens / max_n",
+                "must be at least 1",
+            );
+        }
+        Ok(ServerConfig {
+            host: self.host,
+            port: self.port,
+            max_waiting_requests: self.max_waiting_requests,
+            drain_timeout: Duration::from_secs_f64(self.drain_timeout_seconds),
+            api: ApiConfig {
+                max_body_bytes: self.max_body_bytes,
+                default_completion_max_tokens: self.default_completion_max_tokens,
+                max_n: self.max_n,
             },
         })
     }
@@ -134,6 +194,8 @@ mod tests {
         assert_eq!(c.engine.kv.block_size, 16);
         assert_eq!(c.engine.kv.kv_cache_bytes, 2048 << 20);
         assert!(c.engine.threads >= 1);
+        assert_eq!((c.server.host.as_str(), c.server.port), ("127.0.0.1", 8000));
+        assert_eq!(c.server.drain_timeout, Duration::from_secs(30));
     }
 
     #[test]

@@ -11,4 +11,6 @@ pub enum GatewayError {
     },
     #[error(transparent)]
     Model(#[from] gridserve_models::ModelError),
+    #[error("bench: {0}")]
+    Bench(String),
 }

@@ -1,10 +1,13 @@
 //! gridserve: a power-aware LLM inference server. This library holds everything the
 //! `gridserve` binary runs, so tests drive the same code.
 
+pub mod api;
 pub mod bench;
 pub mod config;
 pub mod engine;
 mod error;
+pub mod metrics;
 pub mod model;
+pub mod server;
 
 pub use error::GatewayError;

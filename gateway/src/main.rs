@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gridserve::bench::engine::EngineBenchArgs;
+use gridserve::bench::http::HttpBenchArgs;
 use gridserve::config::Config;
 
 mod generate;
@@ -36,6 +37,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the OpenAI-compatible HTTP API on the configured model.
+    Serve(ServeArgs),
     /// Generate a completion for one prompt and print it.
     Generate(generate::GenerateArgs),
     /// Benchmarks.
@@ -43,10 +46,22 @@ enum Command {
     Bench(BenchCommand),
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (overrides `server.host`).
+    #[arg(long, env = "GRIDSERVE_HOST")]
+    host: Option<String>,
+    /// Port to listen on; 0 picks a free one (overrides `server.port`).
+    #[arg(long, env = "GRIDSERVE_PORT")]
+    port: Option<u16>,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Prefill and batched-decode throughput of the engine on the configured model.
     Engine(EngineBenchArgs),
+    /// Streaming-client load against a running server: tok/s, TTFT and inter-token latency.
+    Http(HttpBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,9 +89,61 @@ fn main() -> anyhow::Result<()> {
         .build_global()
         .context("starting the model thread pool")?;
     match cli.command {
+        Command::Serve(args) => serve(config, args),
         Command::Generate(args) => generate::run(&config, &args),
+        Command::Bench(BenchCommand::Http(args)) => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(gridserve::bench::http::run(&args))?;
+            Ok(())
+        }
         Command::Bench(BenchCommand::Engine(args)) => {
             gridserve::bench::engine::run(&config, &args).map_err(Into::into)
         }
+    }
+}
+
+fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    config.server.host = args.host.unwrap_or(config.server.host);
+    config.server.port = args.port.unwrap_or(config.server.port);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = gridserve::server::bind(&config).await?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        // Tests and scripts read this line to find the port.
+        println!("listening on http://{addr}");
+        tracing::info!(%addr, "listening");
+        let opts = gridserve::server::ServeOptions::from_config(&config);
+        let load = move || gridserve::server::load_model(&config);
+        gridserve::server::run(listener, opts, load, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
     }
 }

@@ -1,3 +1,4 @@
 //! Benchmarks that run inside the `gridserve` binary on the real model.
 
 pub mod engine;
+pub mod http;

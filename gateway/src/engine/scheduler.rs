@@ -111,6 +111,19 @@ impl Scheduler {
                 message: "must be at least 1".into(),
             });
         }
+        // A sequence alone must always fit, or it would preempt itself forever. The last
+        // sampled token never needs a KV slot, hence the - 1.
+        let kv_slots = self.alloc.num_total() * self.alloc.block_size();
+        if req.prompt.len() + req.max_tokens - 1 > kv_slots {
+            return Err(GatewayError::InvalidRequest {
+                param: "max_tokens",
+                message: format!(
+                    "{} prompt + {} completion tokens exceed the KV cache of {kv_slots} tokens",
+                    req.prompt.len(),
+                    req.max_tokens
+                ),
+            });
+        }
         let sampler = Sampler::new(req.sampling.clone());
         let seq = Sequence {
             id,

@@ -185,7 +185,7 @@ fn out_of_blocks_preempts_lowest_priority_newest_and_recomputes_it() {
 fn abort_frees_blocks_and_drops_the_sequence() {
     let mut b = FakeBackend::new(100, 8, 4, 64);
     let mut s = Scheduler::new(b.info());
-    s.add(1, req(vec![1; 10], 50, Priority::Standard), Instant::now())
+    s.add(1, req(vec![1; 10], 20, Priority::Standard), Instant::now())
         .unwrap();
     step(&mut s, &mut b, BIG);
     assert!(s.kv_usage() > 0.0);
@@ -213,6 +213,15 @@ fn impossible_requests_are_rejected_up_front() {
     assert!(s
         .add(4, req(vec![1; 3], 5, Priority::Standard), Instant::now())
         .is_ok());
+    let (too_long, fits) = (
+        req(vec![1; 10], 8, Priority::Standard),
+        req(vec![1; 10], 7, Priority::Standard),
+    );
+    assert!(
+        s.add(5, too_long, Instant::now()).is_err(),
+        "17 KV slots > 16: would preempt itself forever"
+    );
+    assert!(s.add(6, fits, Instant::now()).is_ok());
 }
 
 #[test]

@@ -1,0 +1,42 @@
+//! The HTTP API: OpenAI-compatible routes, health and readiness, metrics. `router` assembles
+//! them; each submodule owns one concern.
+
+mod chat;
+mod choice;
+mod completions;
+mod error;
+mod extract;
+mod generator;
+mod health;
+mod layers;
+mod logprobs;
+mod params;
+mod prompt;
+mod request;
+mod response;
+mod serving;
+mod sse;
+mod state;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+pub use state::{ApiConfig, AppState, ReadyModel};
+
+/// Every route, with request ids, tracing, metrics, the body limit and JSON error fallbacks.
+pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.config().max_body_bytes;
+    let routes = Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/models", get(health::list_models))
+        .route("/v1/models/{model}", get(health::get_model))
+        .route("/v1/completions", post(completions::completions))
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .fallback(layers::not_found)
+        .method_not_allowed_fallback(layers::method_not_allowed)
+        .with_state(state);
+    layers::apply(routes, max_body_bytes)
+}

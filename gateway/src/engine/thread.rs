@@ -1,0 +1,311 @@
+//! The engine thread: it alone owns the model and its KV cache. Each turn it takes in new
+//! requests, drops cancelled ones, runs one step under the current budget, and sends every
+//! request its tokens.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use gridserve_models::{ModelBackend, SeqId};
+use metrics::{counter, gauge, histogram};
+use tokio::sync::{mpsc, watch};
+
+use super::handle::{EngineCommand, EngineEvent, EngineHandle, EngineStatus, TokenEvent};
+use super::request::FinishReason;
+use super::scheduler::{Scheduler, SeqEvent, StepBudget, StepPlan};
+use crate::metrics as m;
+
+/// Timing and routing of one live request.
+struct Live {
+    events: mpsc::UnboundedSender<EngineEvent>,
+    arrival: Instant,
+    prompt_tokens: usize,
+    scheduled: bool,
+    last_token: Option<Instant>,
+}
+
+/// Controls a running engine thread.
+pub struct EngineThread {
+    join: Option<JoinHandle<()>>,
+    abort_all: Arc<AtomicBool>,
+}
+
+impl EngineThread {
+    /// Ends every in-flight request now (finish reason `abort`); used when a drain times out.
+    pub fn abort_all(&self) {
+        self.abort_all.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for the thread to end. It ends once every `EngineHandle` is dropped and the
+    /// requests it holds are done.
+    pub fn join(mut self) {
+        if let Some(j) = self.join.take() {
+            if j.join().is_err() {
+                tracing::error!("the engine thread panicked");
+            }
+        }
+    }
+}
+
+/// Starts the engine thread for `backend`. The budget is read before every step, so whoever
+/// holds the `watch::Sender` (the power controller) steers the batch size.
+pub fn spawn_engine(
+    backend: Box<dyn ModelBackend>,
+    budget: watch::Receiver<StepBudget>,
+    max_waiting: usize,
+) -> std::io::Result<(EngineHandle, EngineThread)> {
+    let (tx, rx) = mpsc::channel(max_waiting.max(1));
+    let status = Arc::new(EngineStatus::default());
+    let abort_all = Arc::new(AtomicBool::new(false));
+    let handle = EngineHandle::new(tx, status.clone(), backend.info().clone(), max_waiting);
+    let model_name = backend.info().model_name.clone();
+    let sched = Scheduler::new(backend.info());
+    let mut engine = Engine {
+        backend,
+        sched,
+        rx,
+        budget,
+        status,
+        live: HashMap::new(),
+        abort_all: abort_all.clone(),
+        model_name,
+    };
+    let join = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || engine.run())?;
+    Ok((
+        handle,
+        EngineThread {
+            join: Some(join),
+            abort_all,
+        },
+    ))
+}
+
+struct Engine {
+    backend: Box<dyn ModelBackend>,
+    sched: Scheduler,
+    rx: mpsc::Receiver<EngineCommand>,
+    budget: watch::Receiver<StepBudget>,
+    status: Arc<EngineStatus>,
+    live: HashMap<SeqId, Live>,
+    abort_all: Arc<AtomicBool>,
+    model_name: String,
+}
+
+impl Engine {
+    fn run(&mut self) {
+        while self.take_commands() {
+            // Published before the step too, so admission sees the requests just taken in.
+            self.publish_status();
+            if self.abort_all.swap(false, Ordering::SeqCst) {
+                let ids: Vec<SeqId> = self.live.keys().copied().collect();
+                ids.into_iter().for_each(|id| {
+                    self.end(
+                        id,
+                        EngineEvent::Finished {
+                            reason: FinishReason::Abort,
+                        },
+                    )
+                });
+            }
+            self.drop_cancelled();
+            if self.sched.has_work() {
+                self.step();
+            }
+            self.publish_status();
+        }
+        tracing::info!("engine thread stopped");
+    }
+
+    /// Takes in submitted requests; blocks while there is nothing to do. False once every
+    /// handle is gone and nothing is left to run.
+    fn take_commands(&mut self) -> bool {
+        if !self.sched.has_work() {
+            match self.rx.blocking_recv() {
+                Some(cmd) => self.accept(cmd),
+                None => return false,
+            }
+        }
+        while let Ok(cmd) = self.rx.try_recv() {
+            self.accept(cmd);
+        }
+        true
+    }
+
+    fn accept(&mut self, cmd: EngineCommand) {
+        let EngineCommand::Submit {
+            id,
+            request,
+            arrival,
+            events,
+        } = cmd;
+        self.status.queued.fetch_sub(1, Ordering::Relaxed);
+        let prompt_tokens = request.prompt.len();
+        match self.sched.add(id, request, arrival) {
+            Ok(()) => {
+                self.live.insert(
+                    id,
+                    Live {
+                        events,
+                        arrival,
+                        prompt_tokens,
+                        scheduled: false,
+                        last_token: None,
+                    },
+                );
+            }
+            Err(e) => {
+                let _ = events.send(EngineEvent::Failed {
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Requests whose stream was dropped (client gone, stop string) leave before the step.
+    fn drop_cancelled(&mut self) {
+        let gone: Vec<SeqId> = self
+            .live
+            .iter()
+            .filter(|(_, l)| l.events.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.end(
+                id,
+                EngineEvent::Finished {
+                    reason: FinishReason::Abort,
+                },
+            );
+        }
+    }
+
+    fn step(&mut self) {
+        let start = Instant::now();
+        let plan = self.sched.schedule(*self.budget.borrow(), start);
+        if plan.batch.seqs.is_empty() {
+            // `Scheduler::add` only admits requests that fit the whole KV cache, so some
+            // sequence can always run; an empty plan here is a scheduler bug. Fail the queue
+            // rather than spin.
+            tracing::error!("scheduler planned an empty step with work pending");
+            let ids: Vec<SeqId> = self.live.keys().copied().collect();
+            for id in ids {
+                self.end(
+                    id,
+                    EngineEvent::Failed {
+                        message: "internal scheduling error".into(),
+                    },
+                );
+            }
+            return;
+        }
+        if !plan.preempted.is_empty() {
+            counter!(m::NUM_PREEMPTIONS, "model_name" => self.model_name.clone())
+                .increment(plan.preempted.len() as u64);
+        }
+        self.note_scheduled(&plan, start);
+        match self.backend.step(&plan.batch) {
+            Ok(out) => {
+                let events = self.sched.update(&plan, &out);
+                self.dispatch(events);
+            }
+            Err(e) => {
+                // The batch was checked before it ran, so this is a bug in a backend: fail the
+                // requests of this step, keep the engine (and everyone else) alive.
+                tracing::error!("engine step failed: {e}");
+                for s in &plan.batch.seqs {
+                    self.sched.abort(s.seq);
+                    self.end(
+                        s.seq,
+                        EngineEvent::Failed {
+                            message: format!("engine error: {e}"),
+                        },
+                    );
+                }
+            }
+        }
+        histogram!(m::STEP_DURATION).record(start.elapsed().as_secs_f64());
+        histogram!(m::STEP_BATCH_SIZE).record(plan.batch.seqs.len() as f64);
+        histogram!(m::STEP_TOKENS).record(plan.batch.num_tokens() as f64);
+    }
+
+    fn note_scheduled(&mut self, plan: &StepPlan, now: Instant) {
+        for s in &plan.batch.seqs {
+            if let Some(live) = self.live.get_mut(&s.seq) {
+                if !live.scheduled {
+                    live.scheduled = true;
+                    histogram!(m::REQUEST_QUEUE_TIME, "model_name" => self.model_name.clone())
+                        .record(now.duration_since(live.arrival).as_secs_f64());
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, events: Vec<SeqEvent>) {
+        let now = Instant::now();
+        for event in events {
+            match event {
+                SeqEvent::Token { seq, sampled } => {
+                    let Some(live) = self.live.get_mut(&seq) else {
+                        continue;
+                    };
+                    let since = live.last_token.replace(now);
+                    let (name, from) = match since {
+                        Some(prev) => (m::INTER_TOKEN_LATENCY, prev),
+                        None => (m::TIME_TO_FIRST_TOKEN, live.arrival),
+                    };
+                    histogram!(name, "model_name" => self.model_name.clone())
+                        .record(now.duration_since(from).as_secs_f64());
+                    counter!(m::GENERATION_TOKENS, "model_name" => self.model_name.clone())
+                        .increment(1);
+                    let token = TokenEvent {
+                        token: sampled.token,
+                        logprob: sampled.logprob,
+                        top: sampled.top,
+                    };
+                    let _ = live.events.send(EngineEvent::Token(token));
+                }
+                SeqEvent::Finished { seq, reason } => {
+                    self.end(seq, EngineEvent::Finished { reason })
+                }
+            }
+        }
+    }
+
+    /// Sends a request its last event and forgets it.
+    fn end(&mut self, id: SeqId, last: EngineEvent) {
+        self.sched.abort(id);
+        let Some(live) = self.live.remove(&id) else {
+            return;
+        };
+        let reason = match &last {
+            EngineEvent::Finished { reason } => reason.as_str(),
+            _ => "error",
+        };
+        let labels = [("model_name", self.model_name.clone())];
+        counter!(m::REQUEST_SUCCESS, "model_name" => self.model_name.clone(), "finished_reason" => reason).increment(1);
+        counter!(m::PROMPT_TOKENS, &labels).increment(live.prompt_tokens as u64);
+        histogram!(m::E2E_REQUEST_LATENCY, &labels).record(live.arrival.elapsed().as_secs_f64());
+        let _ = live.events.send(last);
+    }
+
+    fn publish_status(&self) {
+        let (running, waiting, kv) = (
+            self.sched.num_running(),
+            self.sched.num_waiting(),
+            self.sched.kv_usage(),
+        );
+        self.status.running.store(running, Ordering::Relaxed);
+        self.status.waiting.store(waiting, Ordering::Relaxed);
+        self.status
+            .kv_usage_ppm
+            .store((kv * 1e6) as u64, Ordering::Relaxed);
+        let labels = [("model_name", self.model_name.clone())];
+        gauge!(m::NUM_REQUESTS_RUNNING, &labels).set(running as f64);
+        gauge!(m::NUM_REQUESTS_WAITING, &labels).set(waiting as f64);
+        gauge!(m::KV_CACHE_USAGE, &labels).set(kv);
+    }
+}

@@ -1,0 +1,136 @@
+//! Metric names, descriptions and histogram buckets, and the Prometheus recorder. Names follow
+//! vLLM's so existing dashboards work; gridserve's own live under `gridserve_`. Base units,
+//! `_total` only on counters.
+
+use std::sync::OnceLock;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const NUM_REQUESTS_RUNNING: &str = "vllm:num_requests_running";
+pub const NUM_REQUESTS_WAITING: &str = "vllm:num_requests_waiting";
+pub const KV_CACHE_USAGE: &str = "vllm:kv_cache_usage_perc";
+pub const PROMPT_TOKENS: &str = "vllm:prompt_tokens_total";
+pub const GENERATION_TOKENS: &str = "vllm:generation_tokens_total";
+pub const REQUEST_SUCCESS: &str = "vllm:request_success_total";
+pub const NUM_PREEMPTIONS: &str = "vllm:num_preemptions_total";
+pub const TIME_TO_FIRST_TOKEN: &str = "vllm:time_to_first_token_seconds";
+pub const INTER_TOKEN_LATENCY: &str = "vllm:inter_token_latency_seconds";
+pub const E2E_REQUEST_LATENCY: &str = "vllm:e2e_request_latency_seconds";
+pub const REQUEST_QUEUE_TIME: &str = "vllm:request_queue_time_seconds";
+pub const STEP_DURATION: &str = "gridserve_step_duration_seconds";
+pub const STEP_BATCH_SIZE: &str = "gridserve_step_batch_size";
+pub const STEP_TOKENS: &str = "gridserve_step_tokens";
+pub const ADMISSION_REJECTIONS: &str = "gridserve_admission_rejections_total";
+pub const HTTP_REQUESTS: &str = "gridserve_http_requests_total";
+
+// vLLM's bucket boundaries (vllm/v1/metrics/loggers.py), so histograms line up.
+const TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+];
+const ITL_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0,
+];
+const REQUEST_LATENCY_BUCKETS: &[f64] = &[
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
+];
+const STEP_DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const STEP_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+];
+
+/// Installs the process-wide Prometheus recorder once and returns its handle (tests start
+/// several servers in one process; they share it).
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            let buckets = [
+                (TIME_TO_FIRST_TOKEN, TTFT_BUCKETS),
+                (INTER_TOKEN_LATENCY, ITL_BUCKETS),
+                (E2E_REQUEST_LATENCY, REQUEST_LATENCY_BUCKETS),
+                (REQUEST_QUEUE_TIME, REQUEST_LATENCY_BUCKETS),
+                (STEP_DURATION, STEP_DURATION_BUCKETS),
+                (STEP_BATCH_SIZE, STEP_SIZE_BUCKETS),
+                (STEP_TOKENS, STEP_SIZE_BUCKETS),
+            ];
+            let builder = buckets.iter().fold(builder, |b, (name, values)| {
+                b.set_buckets_for_metric(Matcher::Full((*name).to_string()), values)
+                    .expect("bucket lists are non-empty constants")
+            });
+            let handle = builder
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!(NUM_REQUESTS_RUNNING, "Requests in the running batch.");
+    describe_gauge!(NUM_REQUESTS_WAITING, "Requests waiting to be scheduled.");
+    describe_gauge!(
+        KV_CACHE_USAGE,
+        "Fraction of KV-cache blocks in use (0 to 1)."
+    );
+    describe_counter!(
+        PROMPT_TOKENS,
+        Unit::Count,
+        "Prompt tokens of finished requests."
+    );
+    describe_counter!(GENERATION_TOKENS, Unit::Count, "Generated tokens.");
+    describe_counter!(
+        REQUEST_SUCCESS,
+        Unit::Count,
+        "Finished requests, by finished_reason."
+    );
+    describe_counter!(
+        NUM_PREEMPTIONS,
+        Unit::Count,
+        "Sequences preempted for lack of KV blocks."
+    );
+    describe_histogram!(
+        TIME_TO_FIRST_TOKEN,
+        Unit::Seconds,
+        "Arrival to first generated token."
+    );
+    describe_histogram!(
+        INTER_TOKEN_LATENCY,
+        Unit::Seconds,
+        "Time between consecutive generated tokens."
+    );
+    describe_histogram!(E2E_REQUEST_LATENCY, Unit::Seconds, "Arrival to last token.");
+    describe_histogram!(
+        REQUEST_QUEUE_TIME,
+        Unit::Seconds,
+        "Arrival to first scheduled step."
+    );
+    describe_histogram!(STEP_DURATION, Unit::Seconds, "Duration of one engine step.");
+    describe_histogram!(
+        STEP_BATCH_SIZE,
+        Unit::Count,
+        "Sequences in one engine step."
+    );
+    describe_histogram!(
+        STEP_TOKENS,
+        Unit::Count,
+        "Tokens processed in one engine step."
+    );
+    describe_counter!(
+        ADMISSION_REJECTIONS,
+        Unit::Count,
+        "Requests refused at admission, by reason."
+    );
+    describe_counter!(
+        HTTP_REQUESTS,
+        Unit::Count,
+        "HTTP requests, by route and status."
+    );
+}
