@@ -266,3 +266,21 @@ pub fn sse_chunks(body: &str) -> Vec<Value> {
         })
         .collect()
 }
+
+/// The fake model as `server::run` loads it: slowed by `step_delay` per step.
+pub fn model_parts(step_delay: Duration) -> gridserve::server::ModelParts {
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/chat/gemma.jinja"
+    ))
+    .expect("read gemma.jinja");
+    gridserve::server::ModelParts {
+        backend: Box::new(TestBackend {
+            inner: FakeBackend::new(vocab_size(), 64, 4, MAX_SEQ_LEN),
+            delay: step_delay,
+            fail: false,
+        }),
+        tokenizer: tokenizer(),
+        chat: ChatTemplate::from_source(template).expect("template compiles"),
+    }
+}
