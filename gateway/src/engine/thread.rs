@@ -61,6 +61,10 @@ pub fn spawn_engine(
     let abort_all = Arc::new(AtomicBool::new(false));
     let handle = EngineHandle::new(tx, status.clone(), backend.info().clone(), max_waiting);
     let model_name = backend.info().model_name.clone();
+    // Counters that may stay at zero for a long time are exported from the start, so
+    // dashboards and alerts see a series rather than nothing.
+    counter!(m::NUM_PREEMPTIONS, "model_name" => model_name.clone()).increment(0);
+    counter!(m::ADMISSION_REJECTIONS, "reason" => "queue_full").increment(0);
     let sched = Scheduler::new(backend.info());
     let mut engine = Engine {
         backend,
