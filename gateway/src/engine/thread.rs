@@ -211,7 +211,22 @@ impl Engine {
                 .increment(plan.preempted.len() as u64);
         }
         self.note_scheduled(&plan, start);
-        match self.backend.step(&plan.batch) {
+        // A panic inside a backend (a bug, or a library's assertion) must not take the
+        // engine thread and every other request down with it: it fails this step only.
+        let backend = &mut self.backend;
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.step(&plan.batch)))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Err(gridserve_models::ModelError::Batch(format!(
+                        "backend panicked: {what}"
+                    )))
+                });
+        match result {
             Ok(out) => {
                 let events = self.sched.update(&plan, &out);
                 self.dispatch(events);
@@ -311,5 +326,68 @@ impl Engine {
         gauge!(m::NUM_REQUESTS_RUNNING, &labels).set(running as f64);
         gauge!(m::NUM_REQUESTS_WAITING, &labels).set(waiting as f64);
         gauge!(m::KV_CACHE_USAGE, &labels).set(kv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gridserve_models::sampling::SamplingParams;
+    use gridserve_models::testing::FakeBackend;
+    use gridserve_models::{BackendInfo, ModelError, StepBatch, StepOutput};
+
+    use super::*;
+    use crate::engine::{GenerationRequest, Priority};
+
+    /// Panics on any step whose first token is 13; otherwise behaves like the fake.
+    struct PanickyBackend(FakeBackend);
+
+    impl ModelBackend for PanickyBackend {
+        fn info(&self) -> &BackendInfo {
+            self.0.info()
+        }
+        fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, ModelError> {
+            assert!(batch.seqs[0].tokens[0] != 13, "unlucky token");
+            self.0.step(batch)
+        }
+    }
+
+    fn request(first: u32) -> GenerationRequest {
+        GenerationRequest {
+            prompt: vec![first],
+            sampling: SamplingParams::greedy(),
+            max_tokens: 3,
+            stop_token_ids: vec![],
+            ignore_eos: true,
+            priority: Priority::Standard,
+        }
+    }
+
+    async fn last_event(handle: &EngineHandle, first: u32) -> EngineEvent {
+        let mut stream = handle.submit(request(first)).unwrap();
+        let mut last = None;
+        while let Some(e) = stream.recv().await {
+            last = Some(e);
+        }
+        last.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_backend_fails_one_request_and_the_engine_lives_on() {
+        let (_tx, rx) = watch::channel(StepBudget {
+            max_tokens: 64,
+            max_seqs: 8,
+        });
+        let backend = PanickyBackend(FakeBackend::new(50, 16, 4, 32));
+        let (handle, _thread) = spawn_engine(Box::new(backend), rx, 8).unwrap();
+        match last_event(&handle, 13).await {
+            EngineEvent::Failed { message } => {
+                assert!(message.contains("unlucky token"), "{message}")
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        match last_event(&handle, 20).await {
+            EngineEvent::Finished { reason } => assert_eq!(reason, FinishReason::Length),
+            other => panic!("expected a normal finish, got {other:?}"),
+        }
     }
 }
