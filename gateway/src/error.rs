@@ -13,4 +13,13 @@ pub enum GatewayError {
     Model(#[from] gridserve_models::ModelError),
     #[error("bench: {0}")]
     Bench(String),
+    /// A power sensor or actuator that this machine does not have (no driver, no counters).
+    #[error("power: {0} is not available")]
+    PowerUnavailable(String),
+    /// Present, but the process may not use it (e.g. setting clocks without root).
+    #[error("power: {0}: permission denied")]
+    PowerDenied(String),
+    /// A device error or an out-of-range request.
+    #[error("power: {0}")]
+    Power(String),
 }

@@ -8,6 +8,7 @@ pub mod engine;
 mod error;
 pub mod metrics;
 pub mod model;
+pub mod power;
 pub mod server;
 
 pub use error::GatewayError;
