@@ -23,6 +23,9 @@ pub const STEP_BATCH_SIZE: &str = "gridserve_step_batch_size";
 pub const STEP_TOKENS: &str = "gridserve_step_tokens";
 pub const ADMISSION_REJECTIONS: &str = "gridserve_admission_rejections_total";
 pub const HTTP_REQUESTS: &str = "gridserve_http_requests_total";
+pub const ENERGY_TOTAL: &str = "gridserve_energy_joules_total";
+pub const OUTPUT_TOKENS_PER_JOULE: &str = "gridserve_output_tokens_per_joule";
+pub const REQUEST_ENERGY: &str = "gridserve_request_energy_joules";
 
 // vLLM's bucket boundaries (vllm/v1/metrics/loggers.py), so histograms line up.
 const TTFT_BUCKETS: &[f64] = &[
@@ -39,6 +42,9 @@ const REQUEST_LATENCY_BUCKETS: &[f64] = &[
 ];
 const STEP_DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const REQUEST_ENERGY_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
 ];
 const STEP_SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
@@ -59,6 +65,7 @@ pub fn install() -> PrometheusHandle {
                 (STEP_DURATION, STEP_DURATION_BUCKETS),
                 (STEP_BATCH_SIZE, STEP_SIZE_BUCKETS),
                 (STEP_TOKENS, STEP_SIZE_BUCKETS),
+                (REQUEST_ENERGY, REQUEST_ENERGY_BUCKETS),
             ];
             let builder = buckets.iter().fold(builder, |b, (name, values)| {
                 b.set_buckets_for_metric(Matcher::Full((*name).to_string()), values)

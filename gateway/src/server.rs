@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, ApiConfig, AppState, ReadyModel};
 use crate::config::Config;
-use crate::engine::{spawn_engine, EngineThread, StepBudget};
+use crate::engine::{spawn_metered_engine, EngineThread, StepBudget, StepMeter};
 use crate::GatewayError;
 
 /// What serving needs from a loaded model; produced in the background after binding.
@@ -22,6 +22,8 @@ pub struct ModelParts {
     pub backend: Box<dyn ModelBackend>,
     pub tokenizer: TextTokenizer,
     pub chat: ChatTemplate,
+    /// Measures each step's energy for per-request accounting (None: no energy figures).
+    pub meter: Option<Box<dyn StepMeter>>,
 }
 
 /// The serving knobs, separate from the model so tests can serve a fake backend.
@@ -60,6 +62,7 @@ pub fn load_model(config: &Config) -> Result<ModelParts, GatewayError> {
         backend: Box::new(served.loaded.backend),
         tokenizer: served.loaded.tokenizer,
         chat: served.chat,
+        meter: None,
     })
 }
 
@@ -148,8 +151,13 @@ fn start_engine(
     // The power controller will own the sender; until then the configured budget stays put
     // (a watch receiver keeps the last value after its sender is gone).
     let (_, budget_rx) = watch::channel(opts.step_budget);
-    let (engine, thread) = spawn_engine(parts.backend, budget_rx, opts.max_waiting_requests)
-        .map_err(|e| GatewayError::Config(format!("starting the engine thread: {e}")))?;
+    let (engine, thread) = spawn_metered_engine(
+        parts.backend,
+        parts.meter,
+        budget_rx,
+        opts.max_waiting_requests,
+    )
+    .map_err(|e| GatewayError::Config(format!("starting the engine thread: {e}")))?;
     if let Ok(mut t) = slot.lock() {
         *t = Some(thread);
     }

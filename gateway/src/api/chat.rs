@@ -12,10 +12,11 @@ use super::logprobs::{chat_json, TokenInfo};
 use super::params::{plan, Endpoint};
 use super::prompt::{chat_prompt, completion_budget, PromptJob};
 use super::request::OpenAiRequest;
-use super::response::{ResponseMeta, Usage};
+use super::response::{total_energy, with_energy_header, ResponseMeta, Usage};
 use super::serving::{check_model, context_limit, serving_model};
 use super::sse::{stream_response, ChunkFormat, StreamSetup};
 use super::state::AppState;
+use crate::power::EnergySource;
 
 pub async fn chat_completions(
     State(state): State<AppState>,
@@ -49,11 +50,20 @@ pub async fn chat_completions(
             prompt_tokens,
             include_usage: plan.include_usage,
             logprobs: plan.wants_logprobs(),
+            energy_source: model.engine.energy_source(),
         };
         return Ok(stream_response(ChatChunks, meta, events, setup));
     }
     let results = collect(events, choices).await?;
-    Ok(Json(body(&meta, &results, prompt_tokens, plan.wants_logprobs())).into_response())
+    let energy = model.engine.energy_source();
+    let body = body(
+        &meta,
+        &results,
+        prompt_tokens,
+        plan.wants_logprobs(),
+        energy,
+    );
+    Ok(with_energy_header(Json(body).into_response(), &results))
 }
 
 fn body(
@@ -61,6 +71,7 @@ fn body(
     results: &[ChoiceResult],
     prompt_tokens: usize,
     logprobs: bool,
+    energy_source: Option<EnergySource>,
 ) -> Value {
     let choices = results
         .iter()
@@ -78,7 +89,11 @@ fn body(
     meta.object(
         "chat.completion",
         choices,
-        Some(json!(Usage::new(prompt_tokens, completion_tokens))),
+        Some(json!(Usage::new(prompt_tokens, completion_tokens)
+            .with_energy(
+                total_energy(results.iter().map(|r| r.energy_joules)),
+                energy_source
+            ))),
     )
 }
 

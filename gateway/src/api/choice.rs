@@ -29,6 +29,8 @@ pub enum ChoiceEvent {
     Finished {
         reason: &'static str,
         completion_tokens: usize,
+        /// The request's energy share (the last token's running total), when metered.
+        energy_joules: Option<f64>,
     },
     /// The last event of a choice the engine could not complete.
     Failed(String),
@@ -92,6 +94,7 @@ async fn run_choice(
     let mut decoder = DecodeStream::new(&tok, true);
     let mut stop = StopMatcher::new(stops);
     let (mut generated, mut text_len) = (0usize, 0usize);
+    let mut energy_joules = None;
     while let Some(event) = requests.next().await {
         let token = match event {
             EngineEvent::Token(token) => token,
@@ -110,6 +113,7 @@ async fn run_choice(
                 out.emit(ChoiceEvent::Finished {
                     reason: reason.as_str(),
                     completion_tokens: generated,
+                    energy_joules,
                 })
                 .await;
                 return;
@@ -120,6 +124,7 @@ async fn run_choice(
             }
         };
         generated += 1;
+        energy_joules = token.energy_joules.or(energy_joules);
         let piece = match decoder.push(token.token) {
             Ok(piece) => piece.unwrap_or_default(),
             Err(e) => {
@@ -146,6 +151,7 @@ async fn run_choice(
             out.emit(ChoiceEvent::Finished {
                 reason: "stop",
                 completion_tokens: generated,
+                energy_joules,
             })
             .await;
             return;
@@ -165,6 +171,7 @@ pub struct ChoiceResult {
     pub logprobs: Vec<TokenInfo>,
     pub finish_reason: &'static str,
     pub completion_tokens: usize,
+    pub energy_joules: Option<f64>,
 }
 
 /// Runs every choice to its end; the first failure fails the request (500) and cancels the rest.
@@ -185,9 +192,11 @@ pub async fn collect(
             ChoiceEvent::Finished {
                 reason,
                 completion_tokens,
+                energy_joules,
             } => {
                 result.finish_reason = reason;
                 result.completion_tokens = completion_tokens;
+                result.energy_joules = energy_joules;
             }
             ChoiceEvent::Failed(message) => return Err(ApiError::internal(message)),
         }

@@ -12,10 +12,11 @@ use super::logprobs::{completion_json, TokenInfo};
 use super::params::{plan, Endpoint};
 use super::prompt::{completion_budget, completion_prompts, PromptJob};
 use super::request::OpenAiRequest;
-use super::response::{ResponseMeta, Usage};
+use super::response::{total_energy, with_energy_header, ResponseMeta, Usage};
 use super::serving::{check_model, context_limit, serving_model};
 use super::sse::{stream_response, ChunkFormat, StreamSetup};
 use super::state::AppState;
+use crate::power::EnergySource;
 
 const OBJECT: &str = "text_completion";
 
@@ -52,11 +53,20 @@ pub async fn completions(
             prompt_tokens,
             include_usage: plan.include_usage,
             logprobs: plan.wants_logprobs(),
+            energy_source: model.engine.energy_source(),
         };
         return Ok(stream_response(CompletionChunks, meta, events, setup));
     }
     let results = collect(events, choices).await?;
-    Ok(Json(body(&meta, &results, prompt_tokens, plan.wants_logprobs())).into_response())
+    let energy = model.engine.energy_source();
+    let body = body(
+        &meta,
+        &results,
+        prompt_tokens,
+        plan.wants_logprobs(),
+        energy,
+    );
+    Ok(with_energy_header(Json(body).into_response(), &results))
 }
 
 fn body(
@@ -64,6 +74,7 @@ fn body(
     results: &[ChoiceResult],
     prompt_tokens: usize,
     logprobs: bool,
+    energy_source: Option<EnergySource>,
 ) -> Value {
     let choices = results
         .iter()
@@ -81,7 +92,11 @@ fn body(
     meta.object(
         OBJECT,
         choices,
-        Some(json!(Usage::new(prompt_tokens, completion_tokens))),
+        Some(json!(Usage::new(prompt_tokens, completion_tokens)
+            .with_energy(
+                total_energy(results.iter().map(|r| r.energy_joules)),
+                energy_source
+            ))),
     )
 }
 

@@ -3,14 +3,21 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::power::EnergySource;
+
 use serde::Serialize;
 use serde_json::{json, Value};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    /// gridserve's extension: the energy this request used, and where the figure comes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub energy_joules: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub energy_source: Option<EnergySource>,
 }
 
 impl Usage {
@@ -19,8 +26,43 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            energy_joules: None,
+            energy_source: None,
         }
     }
+
+    /// Adds the energy of all choices, when the engine meters it.
+    pub fn with_energy(mut self, joules: Option<f64>, source: Option<EnergySource>) -> Self {
+        if let (Some(j), Some(s)) = (joules, source) {
+            self.energy_joules = Some(j);
+            self.energy_source = Some(s);
+        }
+        self
+    }
+}
+
+/// Adds `x-gridserve-energy-joules` (all choices together) to a finished response, so a client
+/// that only reads headers still learns what its tokens cost.
+pub fn with_energy_header(
+    mut response: axum::response::Response,
+    results: &[super::choice::ChoiceResult],
+) -> axum::response::Response {
+    if let Some(j) = total_energy(results.iter().map(|r| r.energy_joules)) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{j:.6}")) {
+            response
+                .headers_mut()
+                .insert("x-gridserve-energy-joules", v);
+        }
+    }
+    response
+}
+
+/// Sums the choices' energies; None if none was metered.
+pub fn total_energy(parts: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    parts
+        .into_iter()
+        .flatten()
+        .fold(None, |acc, j| Some(acc.unwrap_or(0.0) + j))
 }
 
 pub fn unix_now() -> u64 {

@@ -14,7 +14,8 @@ use super::choice::{ChoiceEvent, ChoiceEvents};
 use super::error::ApiError;
 use super::generator::{generate, Emitter};
 use super::logprobs::TokenInfo;
-use super::response::{ResponseMeta, Usage};
+use super::response::{total_energy, ResponseMeta, Usage};
+use crate::power::EnergySource;
 
 /// How one endpoint writes the choice objects of its chunks.
 pub trait ChunkFormat: Send + 'static {
@@ -34,6 +35,7 @@ pub struct StreamSetup {
     pub prompt_tokens: usize,
     pub include_usage: bool,
     pub logprobs: bool,
+    pub energy_source: Option<EnergySource>,
 }
 
 pub fn stream_response<F: ChunkFormat>(
@@ -73,6 +75,7 @@ async fn write_stream<F: ChunkFormat>(
         }
     }
     let mut completion_tokens = 0;
+    let mut energy = Vec::new();
     while let Some((index, event)) = events.next().await {
         let choice = match event {
             ChoiceEvent::Delta { text, logprobs } => {
@@ -81,8 +84,10 @@ async fn write_stream<F: ChunkFormat>(
             ChoiceEvent::Finished {
                 reason,
                 completion_tokens: n,
+                energy_joules,
             } => {
                 completion_tokens += n;
+                energy.push(energy_joules);
                 format.finish(index, reason)
             }
             ChoiceEvent::Failed(message) => {
@@ -97,7 +102,9 @@ async fn write_stream<F: ChunkFormat>(
         }
     }
     if setup.include_usage {
-        let usage = json!(Usage::new(setup.prompt_tokens, completion_tokens));
+        let usage = Usage::new(setup.prompt_tokens, completion_tokens)
+            .with_energy(total_energy(energy), setup.energy_source);
+        let usage = json!(usage);
         out.emit(data(&meta.object(F::OBJECT, Vec::new(), Some(usage))))
             .await;
     }

@@ -14,6 +14,7 @@ use gridserve_models::{BackendInfo, SeqId};
 use tokio::sync::mpsc;
 
 use super::request::{FinishReason, GenerationRequest};
+use crate::power::EnergySource;
 
 /// One generated token, with its log-probability and the requested alternatives.
 #[derive(Clone, Debug)]
@@ -21,6 +22,9 @@ pub struct TokenEvent {
     pub token: u32,
     pub logprob: f32,
     pub top: Vec<TokenLogprob>,
+    /// Energy this request has used so far, including the step that made this token (None
+    /// when the engine has no energy meter). The last token's figure is the request's total.
+    pub energy_joules: Option<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +79,7 @@ pub struct EngineHandle {
     info: Arc<BackendInfo>,
     next_id: Arc<AtomicU64>,
     max_waiting: usize,
+    energy_source: Option<EnergySource>,
 }
 
 impl EngineHandle {
@@ -83,6 +88,7 @@ impl EngineHandle {
         status: Arc<EngineStatus>,
         info: BackendInfo,
         max_waiting: usize,
+        energy_source: Option<EnergySource>,
     ) -> Self {
         Self {
             tx,
@@ -90,7 +96,13 @@ impl EngineHandle {
             info: Arc::new(info),
             next_id: Arc::new(AtomicU64::new(1)),
             max_waiting,
+            energy_source,
         }
+    }
+
+    /// Where per-request energy figures come from, if the engine measures them.
+    pub fn energy_source(&self) -> Option<EnergySource> {
+        self.energy_source
     }
 
     pub fn info(&self) -> &BackendInfo {

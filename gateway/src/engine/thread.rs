@@ -12,6 +12,7 @@ use gridserve_models::{ModelBackend, SeqId};
 use metrics::{counter, gauge, histogram};
 use tokio::sync::{mpsc, watch};
 
+use super::energy::{EnergyBook, StepMeter};
 use super::handle::{EngineCommand, EngineEvent, EngineHandle, EngineStatus, TokenEvent};
 use super::request::FinishReason;
 use super::scheduler::{Scheduler, SeqEvent, StepBudget, StepPlan};
@@ -56,10 +57,29 @@ pub fn spawn_engine(
     budget: watch::Receiver<StepBudget>,
     max_waiting: usize,
 ) -> std::io::Result<(EngineHandle, EngineThread)> {
+    spawn_metered_engine(backend, None, budget, max_waiting)
+}
+
+/// As [`spawn_engine`], measuring every step's energy with `meter` and reporting each
+/// request's share on its tokens.
+pub fn spawn_metered_engine(
+    backend: Box<dyn ModelBackend>,
+    meter: Option<Box<dyn StepMeter>>,
+    budget: watch::Receiver<StepBudget>,
+    max_waiting: usize,
+) -> std::io::Result<(EngineHandle, EngineThread)> {
     let (tx, rx) = mpsc::channel(max_waiting.max(1));
     let status = Arc::new(EngineStatus::default());
     let abort_all = Arc::new(AtomicBool::new(false));
-    let handle = EngineHandle::new(tx, status.clone(), backend.info().clone(), max_waiting);
+    let energy = meter.map(EnergyBook::new);
+    let source = energy.as_ref().map(|e| e.source());
+    let handle = EngineHandle::new(
+        tx,
+        status.clone(),
+        backend.info().clone(),
+        max_waiting,
+        source,
+    );
     let model_name = backend.info().model_name.clone();
     // Counters that may stay at zero for a long time are exported from the start, so
     // dashboards and alerts see a series rather than nothing.
@@ -75,6 +95,7 @@ pub fn spawn_engine(
         live: HashMap::new(),
         abort_all: abort_all.clone(),
         model_name,
+        energy,
     };
     let join = std::thread::Builder::new()
         .name("engine".into())
@@ -97,6 +118,7 @@ struct Engine {
     live: HashMap<SeqId, Live>,
     abort_all: Arc<AtomicBool>,
     model_name: String,
+    energy: Option<EnergyBook>,
 }
 
 impl Engine {
@@ -213,6 +235,9 @@ impl Engine {
         self.note_scheduled(&plan, start);
         // A panic inside a backend (a bug, or a library's assertion) must not take the
         // engine thread and every other request down with it: it fails this step only.
+        if let Some(e) = self.energy.as_mut() {
+            e.begin(&plan.batch);
+        }
         let backend = &mut self.backend;
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.step(&plan.batch)))
@@ -228,6 +253,9 @@ impl Engine {
                 });
         match result {
             Ok(out) => {
+                if let Some(e) = self.energy.as_mut() {
+                    e.end(&plan.batch, out.logits.len(), Instant::now());
+                }
                 let events = self.sched.update(&plan, &out);
                 self.dispatch(events);
             }
@@ -284,6 +312,7 @@ impl Engine {
                         token: sampled.token,
                         logprob: sampled.logprob,
                         top: sampled.top,
+                        energy_joules: self.energy.as_ref().map(|e| e.of(seq)),
                     };
                     let _ = live.events.send(EngineEvent::Token(token));
                 }
@@ -297,6 +326,9 @@ impl Engine {
     /// Sends a request its last event and forgets it.
     fn end(&mut self, id: SeqId, last: EngineEvent) {
         self.sched.abort(id);
+        if let Some(e) = self.energy.as_mut() {
+            e.close(id);
+        }
         let Some(live) = self.live.remove(&id) else {
             return;
         };

@@ -269,6 +269,14 @@ pub fn sse_chunks(body: &str) -> Vec<Value> {
 
 /// The fake model as `server::run` loads it: slowed by `step_delay` per step.
 pub fn model_parts(step_delay: Duration) -> gridserve::server::ModelParts {
+    metered_model_parts(step_delay, None)
+}
+
+/// As [`model_parts`], with an energy meter.
+pub fn metered_model_parts(
+    step_delay: Duration,
+    meter: Option<Box<dyn gridserve::engine::StepMeter>>,
+) -> gridserve::server::ModelParts {
     let template = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../config/chat/gemma.jinja"
@@ -282,5 +290,6 @@ pub fn model_parts(step_delay: Duration) -> gridserve::server::ModelParts {
         }),
         tokenizer: tokenizer(),
         chat: ChatTemplate::from_source(template).expect("template compiles"),
+        meter,
     }
 }
