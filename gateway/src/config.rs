@@ -17,6 +17,7 @@ struct RawConfig {
     model: RawModel,
     engine: RawEngine,
     server: RawServer,
+    power: RawPower,
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +30,15 @@ struct RawServer {
     max_body_bytes: usize,
     default_completion_max_tokens: usize,
     max_n: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPower {
+    sensor: SensorChoice,
+    cpu_idle_watts: f64,
+    cpu_watts_per_busy_core: f64,
+    powercap_root: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,11 +91,32 @@ pub struct ServerConfig {
     pub api: ApiConfig,
 }
 
+/// Which power sensor to use (`[power] sensor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SensorChoice {
+    /// NVML if a driver answers, else RAPL if readable, else the estimate.
+    Auto,
+    Nvml,
+    Rapl,
+    Estimate,
+}
+
+/// Where power figures come from and how the CPU estimate is made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PowerConfig {
+    pub sensor: SensorChoice,
+    pub cpu_idle_watts: f64,
+    pub cpu_watts_per_busy_core: f64,
+    pub powercap_root: PathBuf,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub model: ModelConfig,
     pub engine: EngineConfig,
     pub server: ServerConfig,
+    pub power: PowerConfig,
 }
 
 impl Config {
@@ -124,8 +155,10 @@ impl RawConfig {
             e.threads
         };
         let server = self.server.validate()?;
+        let power = self.power.validate(base)?;
         Ok(Config {
             server,
+            power,
             model: ModelConfig {
                 path: base.join(&self.model.path),
                 chat_template: base.join(&self.model.chat_template),
@@ -178,6 +211,24 @@ impl RawServer {
     }
 }
 
+impl RawPower {
+    fn validate(self, base: &Path) -> Result<PowerConfig, GatewayError> {
+        let watts_ok = |w: f64| w.is_finite() && w >= 0.0;
+        if !watts_ok(self.cpu_idle_watts) || !watts_ok(self.cpu_watts_per_busy_core) {
+            return Err(GatewayError::Config(
+                "power.cpu_idle_watts / cpu_watts_per_busy_core: must be non-negative numbers"
+                    .into(),
+            ));
+        }
+        Ok(PowerConfig {
+            sensor: self.sensor,
+            cpu_idle_watts: self.cpu_idle_watts,
+            cpu_watts_per_busy_core: self.cpu_watts_per_busy_core,
+            powercap_root: base.join(self.powercap_root),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +262,24 @@ mod tests {
     fn zero_budget_is_rejected() {
         let text = DEFAULT.replace("max_seqs = 32", "max_seqs = 0");
         assert!(Config::parse(&text, Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn power_section_parses_and_is_checked() {
+        let c = Config::parse(DEFAULT, Path::new("/srv/gs/config")).unwrap();
+        assert_eq!(c.power.sensor, SensorChoice::Auto);
+        assert_eq!(c.power.cpu_idle_watts, 20.0);
+        assert_eq!(c.power.cpu_watts_per_busy_core, 12.0);
+        assert_eq!(c.power.powercap_root, Path::new("/sys/class/powercap"));
+        let rapl = DEFAULT.replace("sensor = \"auto\"", "sensor = \"rapl\"");
+        let c = Config::parse(&rapl, Path::new(".")).unwrap();
+        assert_eq!(c.power.sensor, SensorChoice::Rapl);
+        let bad = DEFAULT.replace("sensor = \"auto\"", "sensor = \"gpu\"");
+        assert!(Config::parse(&bad, Path::new(".")).is_err());
+        let negative = DEFAULT.replace("cpu_idle_watts = 20.0", "cpu_idle_watts = -1.0");
+        let err = Config::parse(&negative, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("power.cpu_idle_watts"), "{err}");
     }
 }

@@ -10,5 +10,6 @@ pub mod metrics;
 pub mod model;
 pub mod power;
 pub mod server;
+pub mod twin;
 
 pub use error::GatewayError;

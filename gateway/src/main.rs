@@ -44,6 +44,15 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The GPU digital twin.
+    #[command(subcommand)]
+    Twin(TwinCommand),
+}
+
+#[derive(Subcommand)]
+enum TwinCommand {
+    /// Compare the twin with the ML.ENERGY measurements; exits non-zero if a row fails.
+    Validate(gridserve::twin::ValidateArgs),
 }
 
 #[derive(clap::Args)]
@@ -98,6 +107,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Engine(args)) => {
             gridserve::bench::engine::run(&config, &args).map_err(Into::into)
+        }
+        Command::Twin(TwinCommand::Validate(args)) => {
+            let passed = gridserve::twin::validate::run_cli(&cli.config, &args)?;
+            anyhow::ensure!(passed, "twin validation: rows outside tolerance");
+            Ok(())
         }
     }
 }

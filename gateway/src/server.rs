@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, ApiConfig, AppState, ReadyModel};
 use crate::config::Config;
-use crate::engine::{spawn_metered_engine, EngineThread, StepBudget, StepMeter};
+use crate::engine::{spawn_metered_engine, EngineThread, SensorMeter, StepBudget, StepMeter};
 use crate::GatewayError;
 
 /// What serving needs from a loaded model; produced in the background after binding.
@@ -58,11 +58,13 @@ pub async fn bind(config: &Config) -> Result<TcpListener, GatewayError> {
 pub fn load_model(config: &Config) -> Result<ModelParts, GatewayError> {
     let served = crate::model::load(&config.model, &config.engine)?;
     tracing::info!(model = %config.model.path.display(), load_s = served.load_time.as_secs_f64(), "model loaded");
+    // Energy accounting needs only the sensor; the actuator is the power controller's.
+    let power = crate::power::detect(&config.power)?;
     Ok(ModelParts {
         backend: Box::new(served.loaded.backend),
         tokenizer: served.loaded.tokenizer,
         chat: served.chat,
-        meter: None,
+        meter: Some(Box::new(SensorMeter::new(power.sensor))),
     })
 }
 
