@@ -1,22 +1,20 @@
 //! `POST /v1/completions`: the legacy text completions API, streaming or not.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::choice::{choice_events, collect, submit_all, ChoiceResult};
+use super::choice::ChoiceResult;
 use super::error::ApiError;
 use super::extract::ApiJson;
 use super::logprobs::{completion_json, TokenInfo};
 use super::params::{plan, Endpoint};
 use super::prompt::{completion_budget, completion_prompts, PromptJob};
 use super::request::OpenAiRequest;
-use super::response::{total_energy, with_energy_header, ResponseMeta, Usage};
+use super::respond::{respond, WholeFormat};
 use super::serving::{check_model, context_limit, serving_model};
-use super::sse::{stream_response, ChunkFormat, StreamSetup};
+use super::sse::ChunkFormat;
 use super::state::AppState;
-use crate::power::EnergySource;
 
 const OBJECT: &str = "text_completion";
 
@@ -42,65 +40,24 @@ pub async fn completions(
             Ok(PromptJob { ids, max_tokens })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let prompt_tokens = jobs.iter().map(|j| j.ids.len()).sum();
-    let streams = submit_all(&model.engine, &jobs, &plan)?;
-    let choices = streams.len();
-    let events = choice_events(streams, &model.tokenizer, &plan);
-    let meta = ResponseMeta::new("cmpl", &model.model_name);
-    if plan.stream {
-        let setup = StreamSetup {
-            choices,
-            prompt_tokens,
-            include_usage: plan.include_usage,
-            logprobs: plan.wants_logprobs(),
-            energy_source: model.engine.energy_source(),
-        };
-        return Ok(stream_response(CompletionChunks, meta, events, setup));
-    }
-    let results = collect(events, choices).await?;
-    let energy = model.engine.energy_source();
-    let body = body(
-        &meta,
-        &results,
-        prompt_tokens,
-        plan.wants_logprobs(),
-        energy,
-    );
-    Ok(with_energy_header(Json(body).into_response(), &results))
-}
-
-fn body(
-    meta: &ResponseMeta,
-    results: &[ChoiceResult],
-    prompt_tokens: usize,
-    logprobs: bool,
-    energy_source: Option<EnergySource>,
-) -> Value {
-    let choices = results
-        .iter()
-        .enumerate()
-        .map(|(index, r)| {
-            json!({
-                "index": index,
-                "text": r.text,
-                "logprobs": logprobs.then(|| completion_json(&r.logprobs)),
-                "finish_reason": r.finish_reason,
-            })
-        })
-        .collect();
-    let completion_tokens = results.iter().map(|r| r.completion_tokens).sum();
-    meta.object(
-        OBJECT,
-        choices,
-        Some(json!(Usage::new(prompt_tokens, completion_tokens)
-            .with_energy(
-                total_energy(results.iter().map(|r| r.energy_joules)),
-                energy_source
-            ))),
-    )
+    respond(CompletionChunks, model, &jobs, &plan).await
 }
 
 struct CompletionChunks;
+
+impl WholeFormat for CompletionChunks {
+    const ID_PREFIX: &'static str = "cmpl";
+    const WHOLE_OBJECT: &'static str = OBJECT;
+
+    fn choice(&self, index: usize, r: &ChoiceResult, logprobs: bool) -> Value {
+        json!({
+            "index": index,
+            "text": r.text,
+            "logprobs": logprobs.then(|| completion_json(&r.logprobs)),
+            "finish_reason": r.finish_reason,
+        })
+    }
+}
 
 impl ChunkFormat for CompletionChunks {
     const OBJECT: &'static str = OBJECT;

@@ -13,6 +13,7 @@ mod logprobs;
 mod params;
 mod prompt;
 mod request;
+mod respond;
 mod response;
 mod serving;
 mod sse;
