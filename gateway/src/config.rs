@@ -91,15 +91,59 @@ pub struct ServerConfig {
     pub api: ApiConfig,
 }
 
-/// Which power sensor to use (`[power] sensor`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Which power sensor to use (`[power] sensor`, or `serve --power`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum SensorChoice {
     /// NVML if a driver answers, else RAPL if readable, else the estimate.
     Auto,
     Nvml,
     Rapl,
     Estimate,
+    /// The GPU digital twin: `twin:GPU[:MODEL]`, GPU a profile in `config/gpus` (a unique
+    /// prefix such as `h100` will do), MODEL a shape in `config/models` (default: the
+    /// served model's, `gemma-3-270m`).
+    Twin {
+        gpu: String,
+        model: Option<String>,
+    },
+}
+
+impl std::str::FromStr for SensorChoice {
+    type Err = GatewayError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let choice = match text {
+            "auto" => Self::Auto,
+            "nvml" => Self::Nvml,
+            "rapl" => Self::Rapl,
+            "estimate" => Self::Estimate,
+            _ => {
+                let mut parts = text.strip_prefix("twin:").unwrap_or_default().split(':');
+                let gpu = parts.next().unwrap_or_default();
+                let model = parts.next().map(str::to_owned);
+                if gpu.is_empty() || model.as_deref() == Some("") || parts.next().is_some() {
+                    return Err(GatewayError::Config(format!(
+                        "power sensor `{text}`: expected auto, nvml, rapl, estimate or \
+                         twin:GPU[:MODEL] (e.g. twin:h100)"
+                    )));
+                }
+                Self::Twin {
+                    gpu: gpu.to_owned(),
+                    model,
+                }
+            }
+        };
+        Ok(choice)
+    }
+}
+
+impl TryFrom<String> for SensorChoice {
+    type Error = GatewayError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
 }
 
 /// Where power figures come from and how the CPU estimate is made.
@@ -109,6 +153,9 @@ pub struct PowerConfig {
     pub cpu_idle_watts: f64,
     pub cpu_watts_per_busy_core: f64,
     pub powercap_root: PathBuf,
+    /// Where the twin's GPU profiles (`gpus/`) and model shapes (`models/`) live: the
+    /// config file's directory.
+    pub twin_config_dir: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -225,6 +272,7 @@ impl RawPower {
             cpu_idle_watts: self.cpu_idle_watts,
             cpu_watts_per_busy_core: self.cpu_watts_per_busy_core,
             powercap_root: base.join(self.powercap_root),
+            twin_config_dir: base.to_path_buf(),
         })
     }
 }
@@ -276,6 +324,17 @@ mod tests {
         assert_eq!(c.power.sensor, SensorChoice::Rapl);
         let bad = DEFAULT.replace("sensor = \"auto\"", "sensor = \"gpu\"");
         assert!(Config::parse(&bad, Path::new(".")).is_err());
+        let twin = DEFAULT.replace("sensor = \"auto\"", "sensor = \"twin:h100:llama-3.1-8b\"");
+        let c = Config::parse(&twin, Path::new("/srv/gs/config")).unwrap();
+        let expected = SensorChoice::Twin {
+            gpu: "h100".into(),
+            model: Some("llama-3.1-8b".into()),
+        };
+        assert_eq!(c.power.sensor, expected);
+        assert_eq!(c.power.twin_config_dir, Path::new("/srv/gs/config"));
+        for bad in ["twin:", "twin:h100:", "twin:a:b:c", "twin"] {
+            assert!(bad.parse::<SensorChoice>().is_err(), "{bad}");
+        }
         let negative = DEFAULT.replace("cpu_idle_watts = 20.0", "cpu_idle_watts = -1.0");
         let err = Config::parse(&negative, Path::new("."))
             .unwrap_err()

@@ -63,6 +63,10 @@ struct ServeArgs {
     /// Port to listen on; 0 picks a free one (overrides `server.port`).
     #[arg(long, env = "GRIDSERVE_PORT")]
     port: Option<u16>,
+    /// Power sensor (overrides `power.sensor`): auto, nvml, rapl, estimate, or the GPU
+    /// digital twin `twin:GPU[:MODEL]`, e.g. `twin:h100` or `twin:h200:llama-3.1-8b`.
+    #[arg(long, env = "GRIDSERVE_POWER")]
+    power: Option<gridserve::config::SensorChoice>,
 }
 
 #[derive(Subcommand)]
@@ -119,6 +123,7 @@ fn main() -> anyhow::Result<()> {
 fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     config.server.host = args.host.unwrap_or(config.server.host);
     config.server.port = args.port.unwrap_or(config.server.port);
+    config.power.sensor = args.power.unwrap_or(config.power.sensor);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -26,6 +26,9 @@ pub const HTTP_REQUESTS: &str = "gridserve_http_requests_total";
 pub const ENERGY_TOTAL: &str = "gridserve_energy_joules_total";
 pub const OUTPUT_TOKENS_PER_JOULE: &str = "gridserve_output_tokens_per_joule";
 pub const REQUEST_ENERGY: &str = "gridserve_request_energy_joules";
+pub const POWER_WATTS: &str = "gridserve_power_watts";
+pub const SM_CLOCK_HERTZ: &str = "gridserve_sm_clock_hertz";
+pub const POWER_LIMIT_WATTS: &str = "gridserve_power_limit_watts";
 
 // vLLM's bucket boundaries (vllm/v1/metrics/loggers.py), so histograms line up.
 const TTFT_BUCKETS: &[f64] = &[
@@ -135,6 +138,26 @@ fn describe() {
         Unit::Count,
         "Requests refused at admission, by reason."
     );
+    describe_counter!(
+        ENERGY_TOTAL,
+        Unit::Count,
+        "Joules used by engine steps, by source (nvml, rapl, estimate, twin)."
+    );
+    describe_gauge!(
+        OUTPUT_TOKENS_PER_JOULE,
+        "Generated tokens per joule over the last 10 s of steps."
+    );
+    describe_histogram!(
+        REQUEST_ENERGY,
+        Unit::Count,
+        "Joules per finished request (its share of each step it was in)."
+    );
+    describe_gauge!(
+        POWER_WATTS,
+        "Power per device as its sensor reports it (NVML: ~1 s average), by source."
+    );
+    describe_gauge!(SM_CLOCK_HERTZ, "Current SM clock per GPU.");
+    describe_gauge!(POWER_LIMIT_WATTS, "Enforced power limit per GPU.");
     describe_counter!(
         HTTP_REQUESTS,
         Unit::Count,

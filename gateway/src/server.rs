@@ -14,7 +14,8 @@ use tokio::sync::watch;
 
 use crate::api::{self, ApiConfig, AppState, ReadyModel};
 use crate::config::Config;
-use crate::engine::{spawn_metered_engine, EngineThread, SensorMeter, StepBudget, StepMeter};
+use crate::engine::{spawn_metered_engine, EngineThread, StepBudget, StepMeter};
+use crate::power::{PowerMonitor, PowerSensor};
 use crate::GatewayError;
 
 /// What serving needs from a loaded model; produced in the background after binding.
@@ -24,6 +25,8 @@ pub struct ModelParts {
     pub chat: ChatTemplate,
     /// Measures each step's energy for per-request accounting (None: no energy figures).
     pub meter: Option<Box<dyn StepMeter>>,
+    /// Read by the power monitor for the power, clock and limit gauges (None: no gauges).
+    pub sensor: Option<Box<dyn PowerSensor>>,
 }
 
 /// The serving knobs, separate from the model so tests can serve a fake backend.
@@ -58,15 +61,18 @@ pub async fn bind(config: &Config) -> Result<TcpListener, GatewayError> {
 pub fn load_model(config: &Config) -> Result<ModelParts, GatewayError> {
     let served = crate::model::load(&config.model, &config.engine)?;
     tracing::info!(model = %config.model.path.display(), load_s = served.load_time.as_secs_f64(), "model loaded");
-    // Energy accounting needs only the sensor; the actuator is the power controller's.
     let power = crate::power::detect(&config.power)?;
     Ok(ModelParts {
         backend: Box::new(served.loaded.backend),
         tokenizer: served.loaded.tokenizer,
         chat: served.chat,
-        meter: Some(Box::new(SensorMeter::new(power.sensor))),
+        meter: Some(power.meter),
+        sensor: Some(power.sensor),
     })
 }
+
+/// How often the power monitor samples the sensor for the gauges (and grid status).
+const POWER_MONITOR_PERIOD: Duration = Duration::from_millis(100);
 
 /// Serves until `shutdown` resolves, then drains: new requests get 503, in-flight ones may
 /// finish for `drain_timeout`, then they are cut (finish_reason "abort"). A failed model load
@@ -79,11 +85,13 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let state = AppState::new(opts.api.clone(), crate::metrics::install());
     let engine_thread: Arc<Mutex<Option<EngineThread>>> = Arc::default();
+    let monitor: Arc<Mutex<Option<PowerMonitor>>> = Arc::default();
     let (load_failed_tx, load_failed_rx) = tokio::sync::oneshot::channel::<GatewayError>();
     {
         let (state, engine_thread, opts) = (state.clone(), engine_thread.clone(), opts.clone());
+        let monitor = monitor.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = start_engine(load, &opts, &state, &engine_thread) {
+            if let Err(e) = start_engine(load, &opts, &state, &engine_thread, &monitor) {
                 tracing::error!("cannot serve: {e}");
                 let _ = load_failed_tx.send(e);
             }
@@ -125,6 +133,7 @@ pub async fn run(
             tracing::error!("the engine thread did not stop within 10 s");
         }
     }
+    drop(monitor.lock().ok().and_then(|mut m| m.take()));
     if let Some(e) = load_error.lock().ok().and_then(|mut e| e.take()) {
         return Err(e);
     }
@@ -147,8 +156,16 @@ fn start_engine(
     opts: &ServeOptions,
     state: &AppState,
     slot: &Mutex<Option<EngineThread>>,
+    monitor_slot: &Mutex<Option<PowerMonitor>>,
 ) -> Result<(), GatewayError> {
     let parts = load()?;
+    if let Some(sensor) = parts.sensor {
+        let monitor = PowerMonitor::spawn(sensor, POWER_MONITOR_PERIOD)
+            .map_err(|e| GatewayError::Config(format!("starting the power monitor: {e}")))?;
+        if let Ok(mut m) = monitor_slot.lock() {
+            *m = Some(monitor);
+        }
+    }
     let model_name = parts.backend.info().model_name.clone();
     // The power controller will own the sender; until then the configured budget stays put
     // (a watch receiver keeps the last value after its sender is gone).

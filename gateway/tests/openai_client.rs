@@ -1,5 +1,6 @@
 //! End to end: the real `gridserve serve` binary on the default model, driven by the official
-//! `openai` Python client (`tests/openai_e2e.py`), then shut down with SIGTERM.
+//! `openai` Python client (`tests/openai_e2e.py`), then shut down with SIGTERM; and the same
+//! binary with `--power twin:h100`, whose energy figures come from the GPU twin.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -106,7 +107,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(root: &Path) -> Server {
+    fn start(root: &Path, extra_args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gridserve"))
             .current_dir(root)
             .env(
@@ -115,6 +116,7 @@ impl Server {
             )
             .env("NO_COLOR", "1")
             .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -226,7 +228,7 @@ fn official_openai_client_passes_against_the_real_server() {
     }
     let root = root();
     let started = Instant::now();
-    let mut server = Server::start(&root);
+    let mut server = Server::start(&root, &[]);
     server.wait_ready();
     println!(
         "server ready on port {} after {:.1} s",
@@ -272,4 +274,60 @@ fn official_openai_client_passes_against_the_real_server() {
         "gridserve serve exited with {status} after SIGTERM; stderr:\n{}",
         tail(&server.stderr, 8000)
     );
+}
+
+/// GETs or POSTs (with a JSON body) on a blocking runtime; returns status and body text.
+fn http(url: &str, body: Option<serde_json::Value>) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let request = match body {
+            Some(b) => client.post(url).json(&b),
+            None => client.get(url),
+        };
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body read"))
+    })
+}
+
+#[test]
+fn serve_with_the_h100_twin_reports_twin_energy_power_and_clocks() {
+    if !prerequisites_installed() {
+        return;
+    }
+    let mut server = Server::start(&root(), &["--power", "twin:h100"]);
+    server.wait_ready();
+    let body = serde_json::json!({
+        "model": "gemma-3-270m-q4_k_m", "prompt": "The capital of France",
+        "max_tokens": 16, "temperature": 0, "ignore_eos": true,
+    });
+    let (status, text) = http(&server.url("/v1/completions"), Some(body));
+    assert_eq!(status, 200, "{text}");
+    let reply: serde_json::Value = serde_json::from_str(&text).expect("JSON reply");
+    let usage = &reply["usage"];
+    assert_eq!(usage["energy_source"], "twin", "{usage}");
+    // 16 steps of a 270M model on an H100: ≈ 1.7 ms at ≈ 200 W each, plus the idle before.
+    let joules = usage["energy_joules"].as_f64().expect("energy_joules");
+    assert!((0.5..50.0).contains(&joules), "{joules} J");
+    let (status, metrics) = http(&server.url("/metrics"), None);
+    assert_eq!(status, 200);
+    for series in [
+        r#"gridserve_power_watts{device="gpu0",source="twin"}"#,
+        r#"gridserve_sm_clock_hertz{device="gpu0",source="twin"} 1980000000"#,
+        r#"gridserve_power_limit_watts{device="gpu0",source="twin"} 700"#,
+        r#"gridserve_energy_joules_total{source="twin"}"#,
+    ] {
+        assert!(metrics.contains(series), "missing {series} in:\n{metrics}");
+    }
+    assert!(
+        tail(&server.stderr, 1 << 16)
+            .contains("GPU digital twin: 1× H100 SXM running gemma-3-270m"),
+        "the choice is logged:\n{}",
+        tail(&server.stderr, 8000)
+    );
+    assert!(server.terminate().success());
 }

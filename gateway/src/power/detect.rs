@@ -1,21 +1,26 @@
 //! Picks the power sensor at start-up: NVML when a driver answers, else RAPL when its counters
 //! are readable, else the CPU estimate (`[power] sensor = "auto"`), or the one the config
-//! forces. Says which it chose and why, once.
+//! forces, or the GPU twin (`twin:GPU[:MODEL]`). Says which it chose and why, once.
 
 use crate::config::{PowerConfig, SensorChoice};
+use crate::engine::{SensorMeter, StepMeter};
+use crate::twin::LiveTwin;
 use crate::GatewayError;
 
 use super::cpu::{CpuPowerModel, EstimateSensor};
 use super::nvml::NvmlSensor;
 use super::nvml_actuator::NvmlActuator;
 use super::rapl::RaplSensor;
-use super::{PowerActuator, PowerSensor};
+use super::{PowerActuator, PowerSensor, SharedSensor};
 
-/// The chosen sensor, the actuator that goes with it (NVML only; the CPU has none here), and
-/// why this one was chosen.
+/// The chosen sensor, the actuator that goes with it (NVML and the twin; the CPU has none
+/// here), the engine's step meter over the same sensor, and why this one was chosen.
 pub struct PowerBackend {
+    /// For the power monitor and the controller.
     pub sensor: Box<dyn PowerSensor>,
     pub actuator: Option<Box<dyn PowerActuator>>,
+    /// For the engine: each step's energy, from the same device as `sensor`.
+    pub meter: Box<dyn StepMeter>,
     pub why: String,
 }
 
@@ -26,28 +31,42 @@ pub fn detect(config: &PowerConfig) -> Result<PowerBackend, GatewayError> {
         watts_per_busy_core: config.cpu_watts_per_busy_core,
     };
     let backend = choose(
-        config.sensor,
+        &config.sensor,
         open_nvml,
         || Ok(only(RaplSensor::open(&config.powercap_root)?)),
         || Ok(only(EstimateSensor::open(model)?)),
+        |gpu, shape| open_twin(&config.twin_config_dir, gpu, shape),
     )?;
     tracing::info!(source = %backend.sensor.source().as_str(), "power sensor: {}", backend.why);
     Ok(backend)
 }
 
 fn open_nvml() -> Result<PowerBackend, GatewayError> {
-    let sensor = NvmlSensor::open()?;
-    let actuator = NvmlActuator::open()?;
+    let mut backend = only(NvmlSensor::open()?);
+    backend.actuator = Some(Box::new(NvmlActuator::open()?));
+    Ok(backend)
+}
+
+fn open_twin(
+    dir: &std::path::Path,
+    gpu: &str,
+    shape: Option<&str>,
+) -> Result<PowerBackend, GatewayError> {
+    let twin = LiveTwin::open(dir, gpu, shape)?;
     Ok(PowerBackend {
-        sensor: Box::new(sensor),
-        actuator: Some(Box::new(actuator)),
-        why: String::new(),
+        why: format!("GPU digital twin: {}, as configured", twin.describe()),
+        sensor: Box::new(twin.clone()),
+        actuator: Some(Box::new(twin.clone())),
+        meter: Box::new(twin),
     })
 }
 
+/// A sensor without an actuator, shared between the monitor and the engine's meter.
 fn only(sensor: impl PowerSensor + 'static) -> PowerBackend {
+    let shared = SharedSensor::new(Box::new(sensor));
     PowerBackend {
-        sensor: Box::new(sensor),
+        meter: Box::new(SensorMeter::new(Box::new(shared.clone()))),
+        sensor: Box::new(shared),
         actuator: None,
         why: String::new(),
     }
@@ -57,10 +76,11 @@ fn only(sensor: impl PowerSensor + 'static) -> PowerBackend {
 /// each failure becomes part of the reason for the next; a forced sensor that fails is an
 /// error (the operator asked for it).
 fn choose(
-    choice: SensorChoice,
+    choice: &SensorChoice,
     nvml: impl FnOnce() -> Result<PowerBackend, GatewayError>,
     rapl: impl FnOnce() -> Result<PowerBackend, GatewayError>,
     estimate: impl FnOnce() -> Result<PowerBackend, GatewayError>,
+    twin: impl FnOnce(&str, Option<&str>) -> Result<PowerBackend, GatewayError>,
 ) -> Result<PowerBackend, GatewayError> {
     let with_why = |mut b: PowerBackend, why: String| {
         b.why = why;
@@ -70,6 +90,7 @@ fn choose(
         SensorChoice::Nvml => Ok(with_why(nvml()?, "NVML, as configured".into())),
         SensorChoice::Rapl => Ok(with_why(rapl()?, "RAPL, as configured".into())),
         SensorChoice::Estimate => Ok(with_why(estimate()?, "CPU estimate, as configured".into())),
+        SensorChoice::Twin { gpu, model } => twin(gpu, model.as_deref()),
         SensorChoice::Auto => {
             let nvml_err = match nvml() {
                 Ok(b) => return Ok(with_why(b, "NVML: an NVIDIA driver answered".into())),
@@ -133,33 +154,36 @@ mod tests {
     fn auto_prefers_nvml_then_rapl_then_the_estimate() {
         let rapl_called = Cell::new(false);
         let b = choose(
-            SensorChoice::Auto,
+            &SensorChoice::Auto,
             || ok(EnergySource::Nvml),
             || {
                 rapl_called.set(true);
                 ok(EnergySource::Rapl)
             },
             || ok(EnergySource::Estimate),
+            |_, _| ok(EnergySource::Twin),
         )
         .unwrap();
         assert_eq!(b.sensor.source(), EnergySource::Nvml);
         assert!(!rapl_called.get(), "RAPL is not opened when NVML works");
 
         let b = choose(
-            SensorChoice::Auto,
+            &SensorChoice::Auto,
             || missing("NVML"),
             || ok(EnergySource::Rapl),
             || ok(EnergySource::Estimate),
+            |_, _| ok(EnergySource::Twin),
         )
         .unwrap();
         assert_eq!(b.sensor.source(), EnergySource::Rapl);
         assert!(b.why.contains("NVML is not available"), "{}", b.why);
 
         let b = choose(
-            SensorChoice::Auto,
+            &SensorChoice::Auto,
             || missing("NVML"),
             || missing("RAPL"),
             || ok(EnergySource::Estimate),
+            |_, _| ok(EnergySource::Twin),
         )
         .unwrap();
         assert_eq!(b.sensor.source(), EnergySource::Estimate);
@@ -173,20 +197,43 @@ mod tests {
     #[test]
     fn a_forced_sensor_that_is_missing_is_an_error_not_a_fallback() {
         let err = choose(
-            SensorChoice::Rapl,
+            &SensorChoice::Rapl,
             || ok(EnergySource::Nvml),
             || missing("RAPL"),
             || ok(EnergySource::Estimate),
+            |_, _| ok(EnergySource::Twin),
         );
         assert!(matches!(err, Err(GatewayError::PowerUnavailable(_))));
         let b = choose(
-            SensorChoice::Estimate,
+            &SensorChoice::Estimate,
             || ok(EnergySource::Nvml),
             || ok(EnergySource::Rapl),
             || ok(EnergySource::Estimate),
+            |_, _| ok(EnergySource::Twin),
         )
         .unwrap();
         assert_eq!(b.sensor.source(), EnergySource::Estimate);
+    }
+
+    #[test]
+    fn twin_choice_opens_a_twin_with_an_actuator_and_a_twin_meter() {
+        let mut config = PowerConfig {
+            sensor: "twin:h100".parse().unwrap(),
+            cpu_idle_watts: 20.0,
+            cpu_watts_per_busy_core: 12.0,
+            powercap_root: PathBuf::from("/nonexistent"),
+            twin_config_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config"),
+        };
+        let mut b = detect(&config).unwrap();
+        assert_eq!(b.sensor.source(), EnergySource::Twin);
+        assert_eq!(b.meter.source(), EnergySource::Twin);
+        assert!(b.why.contains("H100 SXM"), "{}", b.why);
+        let limits = b.actuator.as_ref().unwrap().limits().unwrap();
+        assert_eq!(limits.sm_clock_max_mhz, 1980);
+        assert_eq!(b.sensor.sample().unwrap().devices.len(), 1);
+        config.sensor = "twin:tpu".parse().unwrap();
+        let err = detect(&config).err().unwrap().to_string();
+        assert!(err.contains("twin GPU `tpu`: no profile"), "{err}");
     }
 
     /// What this machine reads: two samples 200 ms apart (`-- --nocapture` to see them).
@@ -197,6 +244,7 @@ mod tests {
             cpu_idle_watts: 20.0,
             cpu_watts_per_busy_core: 12.0,
             powercap_root: PathBuf::from("/sys/class/powercap"),
+            twin_config_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config"),
         };
         let mut b = detect(&config).unwrap();
         let s1 = b.sensor.sample().unwrap();

@@ -4,21 +4,25 @@
 mod counter;
 mod cpu;
 mod detect;
+mod monitor;
 mod notes;
 mod nvml;
 mod nvml_actuator;
 mod nvml_api;
 mod proc_stat;
 mod rapl;
+mod shared;
 mod types;
 
 pub use cpu::{CpuPowerModel, EstimateSensor};
 pub use detect::{detect, PowerBackend};
+pub use monitor::{publish_gauges, PowerMonitor};
 pub use nvml::NvmlSensor;
 pub use nvml_actuator::NvmlActuator;
 pub use nvml_api::{map_error as map_nvml_error, throttle_reason_names, NvmlDevice};
 pub use proc_stat::{busy_cores, parse_proc_stat, CpuTimes, ProcStat};
 pub use rapl::{find_zones, parse_counter_uj, zone_label, RaplSensor, RaplZone};
+pub use shared::SharedSensor;
 pub use types::{
     ActuatorLimits, ClockRange, DeviceSample, EnergySource, PowerActuator, PowerSample, PowerSensor,
 };

@@ -75,6 +75,10 @@ impl TwinGpu {
         &self.profile
     }
 
+    pub fn shape(&self) -> &ModelShape {
+        &self.shape
+    }
+
     /// Virtual time since construction.
     pub fn now(&self) -> Duration {
         Duration::from_secs_f64(self.now_seconds)

@@ -6,6 +6,7 @@
 //! - `step`: the pure step model (duration, energy, power).
 //! - `telemetry`, `firmware`, `gpu`: one GPU's state in virtual time.
 //! - `cluster`: a tensor-parallel group, and the `PowerSensor`/`PowerActuator` impls.
+//! - `live`: the twin that meters a real engine's steps (`serve --power twin:GPU`).
 //! - `workload`, `validate`: ML.ENERGY steady-state serving and `gridserve twin validate`.
 //! - `calibrate`: the fit that produced the H100 constants (re-runnable, `#[ignore]`d test).
 
@@ -14,6 +15,7 @@ mod checks;
 pub mod cluster;
 pub mod firmware;
 pub mod gpu;
+pub mod live;
 pub mod profile;
 pub mod shape;
 pub mod step;
@@ -26,6 +28,7 @@ mod tests;
 
 pub use cluster::{SharedTwin, TwinCluster};
 pub use gpu::TwinGpu;
+pub use live::LiveTwin;
 pub use profile::GpuProfile;
 pub use shape::ModelShape;
 pub use step::{step_cost, StepComposition, StepCost};

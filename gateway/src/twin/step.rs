@@ -16,6 +16,8 @@
 //! `s²` scales every switching term (dynamic power ∝ C·V²·f); HBM energy per byte does not
 //! depend on the SM voltage, which is why clock locking saves so much in memory-bound decode.
 
+use gridserve_models::StepBatch;
+
 use super::profile::GpuProfile;
 use super::shape::ModelShape;
 
@@ -60,6 +62,28 @@ impl StepComposition {
             prefill_tokens,
             prefill_mean_context_tokens,
         }
+    }
+
+    /// What an engine step runs: a sequence bringing one token at a position > 0 decodes
+    /// against `start_pos + 1` tokens of context; any other is a prompt chunk whose tokens
+    /// attend, on average, to `start_pos + len / 2` earlier tokens.
+    pub fn from_batch(batch: &StepBatch) -> Self {
+        let mut step = Self::default();
+        let mut prefill_context_sum = 0.0;
+        for seq in &batch.seqs {
+            let (start, len) = (seq.start_pos as f64, seq.tokens.len() as f64);
+            if seq.tokens.len() == 1 && seq.start_pos > 0 {
+                step.decode_seqs += 1;
+                step.decode_context_tokens += start + 1.0;
+            } else {
+                step.prefill_tokens += len;
+                prefill_context_sum += len * (start + len / 2.0);
+            }
+        }
+        if step.prefill_tokens > 0.0 {
+            step.prefill_mean_context_tokens = prefill_context_sum / step.prefill_tokens;
+        }
+        step
     }
 
     pub fn is_empty(&self) -> bool {

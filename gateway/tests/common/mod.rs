@@ -291,5 +291,6 @@ pub fn metered_model_parts(
         tokenizer: tokenizer(),
         chat: ChatTemplate::from_source(template).expect("template compiles"),
         meter,
+        sensor: None,
     }
 }
