@@ -1,6 +1,7 @@
 //! Power: what gridserve measures (sensors) and what it can turn (actuators), behind small
 //! synchronous traits so the same controller runs on NVML, the CPU and the GPU twin.
 
+pub mod controller;
 mod counter;
 mod cpu;
 mod detect;

@@ -98,7 +98,7 @@ impl TwinCluster {
             .enumerate()
             .map(|(i, g)| DeviceSample {
                 device: format!("gpu{i}"),
-                power_watts: g.power_usage_watts(),
+                power_watts: g.instant_power_watts(),
                 energy_joules: g.energy_counter_joules(),
                 sm_clock_mhz: Some(g.clock_mhz()),
                 power_limit_watts: Some(g.power_limit_watts()),

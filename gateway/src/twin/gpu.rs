@@ -239,6 +239,14 @@ impl TwinGpu {
         )
     }
 
+    /// NVML's instant-power field: the trailing average over a few tens of ms.
+    pub fn instant_power_watts(&self) -> f64 {
+        self.history.average_watts(
+            self.now_seconds,
+            self.profile.telemetry.instant_power_window.as_secs_f64(),
+        )
+    }
+
     /// Mean power over any trailing window (for tests and the firmware's view).
     pub fn average_watts(&self, window: Duration) -> f64 {
         self.history

@@ -72,6 +72,7 @@ struct RawFirmware {
 #[serde(deny_unknown_fields)]
 struct RawTelemetry {
     power_window_seconds: f64,
+    instant_power_window_seconds: f64,
     energy_counter_period_seconds: f64,
 }
 
@@ -108,6 +109,9 @@ pub struct FirmwareConstants {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TelemetryConstants {
     pub power_window: Duration,
+    /// What NVML's instant-power field averages over (what the sensor reports when the GPU
+    /// has that field, as Hopper does).
+    pub instant_power_window: Duration,
     pub energy_counter_period: Duration,
 }
 
@@ -191,6 +195,10 @@ impl GpuProfile {
         let t = &raw.telemetry;
         positive("telemetry.power_window_seconds", t.power_window_seconds)?;
         positive(
+            "telemetry.instant_power_window_seconds",
+            t.instant_power_window_seconds,
+        )?;
+        positive(
             "telemetry.energy_counter_period_seconds",
             t.energy_counter_period_seconds,
         )?;
@@ -209,6 +217,7 @@ impl GpuProfile {
             firmware,
             telemetry: TelemetryConstants {
                 power_window: Duration::from_secs_f64(t.power_window_seconds),
+                instant_power_window: Duration::from_secs_f64(t.instant_power_window_seconds),
                 energy_counter_period: Duration::from_secs_f64(t.energy_counter_period_seconds),
             },
         })

@@ -1,0 +1,223 @@
+//! Closed-loop tests: the controller steering a twin H100 running Llama-3.1-8B decode, in
+//! virtual time, judged on the twin's exact 1 s average power.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::engine::StepBudget;
+use crate::power::{PowerActuator, PowerSensor};
+use crate::twin::{GpuProfile, ModelShape, StepComposition, TwinCluster};
+
+const PERIOD: Duration = Duration::from_millis(100);
+
+fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config")
+}
+
+fn settings() -> ControllerSettings {
+    ControllerSettings {
+        period: PERIOD,
+        margin_fraction: 0.04,
+        deadband_fraction: 0.01,
+        sensor_timeout: Duration::from_secs(2),
+        control_window: Duration::from_millis(100),
+        gain_proportional: 0.2,
+        gain_integral_per_second: 1.0,
+        ladder: Ladder {
+            clock: Some(ClockKnob {
+                floor_mhz: 600,
+                max_mhz: 1980,
+            }),
+            max_budget: StepBudget {
+                max_seqs: 256,
+                max_tokens: 8192,
+            },
+            min_budget: StepBudget {
+                max_seqs: 4,
+                max_tokens: 256,
+            },
+        },
+        power_limit_range_watts: Some((200.0, 700.0)),
+        hardware_max_watts: 700.0,
+        prior_floor_watts: 70.0,
+        prior_full_watts: 700.0,
+    }
+}
+
+/// A twin H100 serving `demand` decoding sequences at 1k context, under a controller.
+struct Loop {
+    twin: TwinCluster,
+    controller: Controller,
+    base: Instant,
+    demand: u32,
+    last: Option<Decision>,
+}
+
+impl Loop {
+    fn new(demand: u32) -> Self {
+        let dir = config_dir();
+        let profile = GpuProfile::load_named(&dir.join("gpus"), "h100-sxm").unwrap();
+        let shape = ModelShape::load_named(&dir.join("models"), "llama-3.1-8b").unwrap();
+        let twin = TwinCluster::new(profile, shape, None);
+        Self {
+            base: Instant::now(),
+            twin,
+            controller: Controller::new(settings()),
+            demand,
+            last: None,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.base + self.twin.now()
+    }
+
+    /// One controller period: tick (with or without a sample), apply, run steps.
+    fn period(&mut self, cap: Option<f64>, sensor_alive: bool) -> Decision {
+        let sample = sensor_alive.then(|| self.twin.sample().unwrap());
+        let d = self.controller.tick(self.now(), sample.as_ref(), cap);
+        let changed = |f: fn(&Decision) -> Option<f64>| self.last.as_ref().map(f) != Some(f(&d));
+        if changed(|d| d.sm_clock.map(|c| f64::from(c.max_mhz))) {
+            self.twin.set_sm_clock(d.sm_clock).unwrap();
+        }
+        if changed(|d| d.power_limit_watts) {
+            let limit = d.power_limit_watts.unwrap_or(700.0);
+            self.twin.set_power_limit(limit).unwrap();
+        }
+        let batch = self.demand.min(d.budget.max_seqs as u32);
+        let step = StepComposition::uniform(batch, 1000.0, 0.0, 0.0);
+        let end = self.twin.now() + PERIOD;
+        while self.twin.now() < end {
+            self.twin.advance(&step);
+        }
+        self.last = Some(d.clone());
+        d
+    }
+
+    fn one_second_watts(&self) -> f64 {
+        self.twin.gpus()[0].average_watts(Duration::from_secs(1))
+    }
+}
+
+#[test]
+fn uncapped_runs_at_full_speed_with_nothing_locked() {
+    let mut l = Loop::new(128);
+    let mut d = l.period(None, true);
+    for _ in 0..20 {
+        d = l.period(None, true);
+    }
+    assert_eq!(d.mode, Mode::Uncapped);
+    assert_eq!(
+        (d.effort, d.sm_clock, d.power_limit_watts),
+        (1.0, None, None)
+    );
+    assert_eq!(d.budget.max_seqs, 256);
+    assert!(l.one_second_watts() > 550.0, "{}", l.one_second_watts());
+}
+
+#[test]
+fn a_thirty_percent_step_down_is_met_within_a_second_and_held() {
+    let mut l = Loop::new(128);
+    for _ in 0..30 {
+        l.period(None, true);
+    }
+    let uncapped = l.one_second_watts();
+    let cap = 0.7 * uncapped;
+    let mut first_under = None;
+    let mut windows_over = 0;
+    for i in 1..=300 {
+        let d = l.period(Some(cap), true);
+        let avg = l.one_second_watts();
+        if first_under.is_none() && avg <= cap {
+            first_under = Some(i);
+        }
+        if i > 10 && avg > cap {
+            windows_over += 1;
+        }
+        if i == 300 {
+            assert_eq!(d.mode, Mode::Tracking);
+            assert_eq!(d.power_limit_watts, Some(cap));
+            // Decode is memory-bound: the clock went down before the batch did.
+            assert!(d.sm_clock.is_some(), "{d:?}");
+            assert!(d.budget.max_seqs >= 128, "{d:?}");
+            // Not over-shed: within 8 % under the cap.
+            assert!(avg > 0.92 * cap, "{avg} vs cap {cap}");
+        }
+    }
+    let periods = first_under.expect("got under the cap");
+    assert!(
+        periods <= 10,
+        "took {periods} periods from {uncapped:.0} W to {cap:.0} W"
+    );
+    assert_eq!(
+        windows_over, 0,
+        "1 s windows over the cap after the first second"
+    );
+}
+
+#[test]
+fn a_deep_cap_cuts_the_batch_and_defers_then_preempts_flexible_work() {
+    let mut l = Loop::new(128);
+    let mut d = l.period(None, true);
+    for _ in 0..100 {
+        d = l.period(Some(250.0), true);
+    }
+    // The clock floor alone does not get there: the batch is cut below the demand.
+    assert_eq!(d.sm_clock.map(|c| c.max_mhz), Some(600));
+    assert!(d.budget.max_seqs < 128, "{d:?}");
+    assert_eq!(d.admission.interactive, Admission::Admit);
+    assert_eq!(d.admission.flexible, Admission::Defer);
+    assert!(l.one_second_watts() <= 250.0, "{}", l.one_second_watts());
+    // Below what the hardware can reach at all (idle is 70 W): saturated.
+    for _ in 0..50 {
+        d = l.period(Some(100.0), true);
+    }
+    assert_eq!(d.mode, Mode::Saturated);
+    assert!(d.preempt_flexible);
+    assert_eq!(d.admission.standard, Admission::Defer);
+    assert_eq!(
+        d.power_limit_watts,
+        Some(200.0),
+        "clamped to the hardware minimum"
+    );
+    assert_eq!(d.budget, settings().ladder.min_budget);
+}
+
+#[test]
+fn a_lost_sensor_means_safe_mode_within_the_timeout_and_recovery_after() {
+    let mut l = Loop::new(64);
+    for _ in 0..10 {
+        l.period(Some(500.0), true);
+    }
+    let mut d = l.period(Some(500.0), false);
+    assert_ne!(d.mode, Mode::Safe, "one missed sample is not a failure");
+    for _ in 0..25 {
+        d = l.period(Some(500.0), false);
+    }
+    assert_eq!(d.mode, Mode::Safe);
+    assert_eq!(d.budget, settings().ladder.min_budget);
+    assert_eq!(d.power_limit_watts, Some(500.0));
+    assert_eq!(d.admission.flexible, Admission::Defer);
+    for _ in 0..30 {
+        d = l.period(Some(500.0), true);
+    }
+    assert_eq!(d.mode, Mode::Tracking);
+    assert!(d.effort > 0.3, "{d:?}");
+}
+
+#[test]
+fn lifting_the_cap_restores_full_speed_and_unlocks() {
+    let mut l = Loop::new(128);
+    for _ in 0..50 {
+        l.period(Some(450.0), true);
+    }
+    let mut d = l.period(None, true);
+    for _ in 0..20 {
+        d = l.period(None, true);
+    }
+    assert_eq!(
+        (d.mode, d.sm_clock, d.power_limit_watts),
+        (Mode::Uncapped, None, None)
+    );
+}
