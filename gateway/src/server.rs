@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, ApiConfig, AppState, ReadyModel};
 use crate::config::Config;
-use crate::engine::{spawn_metered_engine, EngineThread, StepBudget, StepMeter};
+use crate::engine::{spawn_metered_engine, EnginePolicy, EngineThread, StepBudget, StepMeter};
 use crate::power::{PowerMonitor, PowerSensor};
 use crate::GatewayError;
 
@@ -169,7 +169,7 @@ fn start_engine(
     let model_name = parts.backend.info().model_name.clone();
     // The power controller will own the sender; until then the configured budget stays put
     // (a watch receiver keeps the last value after its sender is gone).
-    let (_, budget_rx) = watch::channel(opts.step_budget);
+    let (_, budget_rx) = watch::channel(EnginePolicy::open(opts.step_budget));
     let (engine, thread) = spawn_metered_engine(
         parts.backend,
         parts.meter,

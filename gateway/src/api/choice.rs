@@ -32,8 +32,8 @@ pub enum ChoiceEvent {
         /// The request's energy share (the last token's running total), when metered.
         energy_joules: Option<f64>,
     },
-    /// The last event of a choice the engine could not complete.
-    Failed(String),
+    /// The last event of a choice the engine could not complete (or refused for now).
+    Failed(ApiError),
 }
 
 /// Every choice's events, interleaved, tagged with the choice index.
@@ -118,8 +118,15 @@ async fn run_choice(
                 .await;
                 return;
             }
-            EngineEvent::Failed { message } => {
-                out.emit(ChoiceEvent::Failed(message)).await;
+            EngineEvent::Failed {
+                message,
+                retry_after,
+            } => {
+                let error = match retry_after {
+                    Some(wait) => ApiError::deferred(message, wait),
+                    None => ApiError::internal(message),
+                };
+                out.emit(ChoiceEvent::Failed(error)).await;
                 return;
             }
         };
@@ -128,7 +135,8 @@ async fn run_choice(
         let piece = match decoder.push(token.token) {
             Ok(piece) => piece.unwrap_or_default(),
             Err(e) => {
-                out.emit(ChoiceEvent::Failed(e.to_string())).await;
+                out.emit(ChoiceEvent::Failed(ApiError::internal(e.to_string())))
+                    .await;
                 return;
             }
         };
@@ -158,9 +166,9 @@ async fn run_choice(
         }
     }
     // The engine dropped the request without a last event: it has gone away.
-    out.emit(ChoiceEvent::Failed(
-        "the engine stopped before the request finished".into(),
-    ))
+    out.emit(ChoiceEvent::Failed(ApiError::internal(
+        "the engine stopped before the request finished",
+    )))
     .await;
 }
 
@@ -174,7 +182,8 @@ pub struct ChoiceResult {
     pub energy_joules: Option<f64>,
 }
 
-/// Runs every choice to its end; the first failure fails the request (500) and cancels the rest.
+/// Runs every choice to its end; the first failure fails the request (500, or 503 for a
+/// deferral past its deadline) and cancels the rest.
 pub async fn collect(
     mut events: ChoiceEvents,
     choices: usize,
@@ -198,7 +207,7 @@ pub async fn collect(
                 result.completion_tokens = completion_tokens;
                 result.energy_joules = energy_joules;
             }
-            ChoiceEvent::Failed(message) => return Err(ApiError::internal(message)),
+            ChoiceEvent::Failed(error) => return Err(error),
         }
     }
     Ok(results)

@@ -137,6 +137,13 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, SERVER, message).with_code(code)
     }
 
+    /// 503 for a request the power envelope kept waiting past its deadline.
+    pub fn deferred(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let mut e = Self::unavailable(message, "power_deferred");
+        e.retry_after = Some(retry_after.as_secs().max(1));
+        e
+    }
+
     pub fn not_ready() -> Self {
         Self::unavailable(
             "The model is still loading; retry shortly",

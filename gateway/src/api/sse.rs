@@ -11,7 +11,6 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::choice::{ChoiceEvent, ChoiceEvents};
-use super::error::ApiError;
 use super::generator::{generate, Emitter};
 use super::logprobs::TokenInfo;
 use super::response::{total_energy, ResponseMeta, Usage};
@@ -90,9 +89,9 @@ async fn write_stream<F: ChunkFormat>(
                 energy.push(energy_joules);
                 format.finish(index, reason)
             }
-            ChoiceEvent::Failed(message) => {
+            ChoiceEvent::Failed(error) => {
                 // Headers are long sent: the error can only travel as an event of its own.
-                out.emit(data(&ApiError::internal(message).body())).await;
+                out.emit(data(&error.body())).await;
                 out.emit(done()).await;
                 return;
             }

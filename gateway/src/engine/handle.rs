@@ -37,6 +37,9 @@ pub enum EngineEvent {
     /// The last event of a stream the engine could not complete.
     Failed {
         message: String,
+        /// Set when the engine refused the request for now (deferred by the power envelope
+        /// past its deadline): the client may retry after this long.
+        retry_after: Option<Duration>,
     },
 }
 

@@ -3,6 +3,7 @@
 
 mod energy;
 mod handle;
+mod policy;
 mod request;
 mod run;
 mod scheduler;
@@ -10,7 +11,8 @@ mod thread;
 
 pub use energy::{apportion, EnergyBook, SensorMeter, StepMeter};
 pub use handle::{EngineEvent, EngineHandle, EngineStatus, RequestStream, SubmitError, TokenEvent};
+pub use policy::EnginePolicy;
 pub use request::{FinishReason, GenerationRequest, Priority};
 pub use run::{run_until_idle, StepStats};
-pub use scheduler::{Scheduler, SeqEvent, StepBudget, StepPlan};
+pub use scheduler::{AdmissionGate, Scheduler, SeqEvent, StepBudget, StepPlan};
 pub use thread::{spawn_engine, spawn_metered_engine, EngineThread};

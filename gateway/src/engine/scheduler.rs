@@ -13,7 +13,7 @@ use std::time::Instant;
 use gridserve_models::sampling::{Sampled, Sampler};
 use gridserve_models::{BackendInfo, BlockAllocator, SeqId, SeqStep, StepBatch, StepOutput};
 
-use super::request::{FinishReason, GenerationRequest};
+use super::request::{FinishReason, GenerationRequest, Priority};
 use crate::GatewayError;
 
 /// The most work one step may hold. The power controller moves this; the scheduler reads it.
@@ -21,6 +21,29 @@ use crate::GatewayError;
 pub struct StepBudget {
     pub max_tokens: usize,
     pub max_seqs: usize,
+}
+
+/// Which tiers may leave the queue. Interactive work is always admitted; the power controller
+/// closes flexible, then standard, under pressure. Closed tiers wait in the queue (deferred).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionGate {
+    pub standard: bool,
+    pub flexible: bool,
+}
+
+impl AdmissionGate {
+    pub const OPEN: Self = Self {
+        standard: true,
+        flexible: true,
+    };
+
+    pub fn admits(self, priority: Priority) -> bool {
+        match priority {
+            Priority::Interactive => true,
+            Priority::Standard => self.standard,
+            Priority::Flexible => self.flexible,
+        }
+    }
 }
 
 /// What the next step runs.
@@ -64,6 +87,7 @@ pub struct Scheduler {
     running: Vec<Sequence>,
     admissions: u64,
     preemptions: u64,
+    gate: AdmissionGate,
 }
 
 impl Scheduler {
@@ -76,6 +100,7 @@ impl Scheduler {
             running: Vec::new(),
             admissions: 0,
             preemptions: 0,
+            gate: AdmissionGate::OPEN,
         }
     }
 
@@ -149,6 +174,48 @@ impl Scheduler {
 
     pub fn has_work(&self) -> bool {
         !self.running.is_empty() || !self.waiting.is_empty()
+    }
+
+    /// Whether a step could run now: something is running, or waiting in an open tier.
+    pub fn has_runnable_work(&self) -> bool {
+        !self.running.is_empty()
+            || self
+                .waiting
+                .iter()
+                .any(|s| self.gate.admits(s.req.priority))
+    }
+
+    /// Opens or closes tiers for admission from now on.
+    pub fn set_gate(&mut self, gate: AdmissionGate) {
+        self.gate = gate;
+    }
+
+    /// Preempts every running sequence of `priority` (KV freed, recomputed when admitted
+    /// again) and returns their ids.
+    pub fn preempt_tier(&mut self, priority: Priority) -> Vec<SeqId> {
+        let mut ids = Vec::new();
+        while let Some(i) = self.running.iter().position(|s| s.req.priority == priority) {
+            ids.push(self.running[i].id);
+            self.preempt(i);
+        }
+        ids
+    }
+
+    /// Removes waiting sequences of closed tiers that arrived more than `deadline` before
+    /// `now`, returning their ids (the caller tells their clients).
+    pub fn expire_deferred(&mut self, now: Instant, deadline: std::time::Duration) -> Vec<SeqId> {
+        let gate = self.gate;
+        let expired: Vec<SeqId> = self
+            .waiting
+            .iter()
+            .filter(|s| !gate.admits(s.req.priority))
+            .filter(|s| now.saturating_duration_since(s.arrived) > deadline)
+            .map(|s| s.id)
+            .collect();
+        for &id in &expired {
+            self.abort(id);
+        }
+        expired
     }
 
     /// Fraction of KV blocks in use, 0..=1.
@@ -227,8 +294,17 @@ impl Scheduler {
     /// first that does not fit stops admission, so a big request is not starved by small ones.
     fn admit_waiting(&mut self, plan: &mut StepPlan, mut tokens_left: usize, max_seqs: usize) {
         self.waiting.sort_by_key(|s| (s.req.priority, s.arrived));
-        while tokens_left > 0 && plan.batch.seqs.len() < max_seqs && !self.waiting.is_empty() {
-            let seq = &mut self.waiting[0];
+        let gate = self.gate;
+        while tokens_left > 0 && plan.batch.seqs.len() < max_seqs {
+            // Sequences of closed tiers stay queued; they do not block the open ones.
+            let Some(next) = self
+                .waiting
+                .iter()
+                .position(|s| gate.admits(s.req.priority))
+            else {
+                break;
+            };
+            let seq = &mut self.waiting[next];
             let take = (seq.tokens.len() - seq.computed).min(tokens_left);
             if self
                 .alloc
@@ -237,7 +313,7 @@ impl Scheduler {
             {
                 break;
             }
-            let mut seq = self.waiting.remove(0);
+            let mut seq = self.waiting.remove(next);
             self.admissions += 1;
             seq.admitted = self.admissions;
             plan.batch.seqs.push(step_for(&seq, take));

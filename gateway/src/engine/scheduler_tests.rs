@@ -1,12 +1,12 @@
 //! Scheduler behaviour, driven step by step against the fake backend (next token = last + 1).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gridserve_models::sampling::SamplingParams;
 use gridserve_models::testing::FakeBackend;
 use gridserve_models::ModelBackend;
 
-use super::{FinishReason, Scheduler, SeqEvent, StepBudget};
+use super::{AdmissionGate, FinishReason, Scheduler, SeqEvent, StepBudget};
 use crate::engine::{GenerationRequest, Priority};
 
 fn req(prompt: Vec<u32>, max_tokens: usize, priority: Priority) -> GenerationRequest {
@@ -243,4 +243,83 @@ fn waiting_requests_are_admitted_by_priority() {
         },
     );
     assert_eq!(b.steps[0], vec![(3, 1)]);
+}
+
+#[test]
+fn closed_tiers_wait_without_blocking_open_ones_and_resume_when_opened() {
+    let mut b = FakeBackend::new(100, 64, 4, 256);
+    let mut s = Scheduler::new(b.info());
+    let t0 = Instant::now();
+    s.add(1, req(vec![1], 2, Priority::Flexible), t0).unwrap();
+    s.add(2, req(vec![1], 2, Priority::Standard), t0).unwrap();
+    s.set_gate(AdmissionGate {
+        standard: true,
+        flexible: false,
+    });
+    let mut all = Vec::new();
+    while s.has_runnable_work() {
+        all.extend(step(&mut s, &mut b, BIG));
+    }
+    assert_eq!(tokens_of(&all, 2).len(), 2, "standard ran");
+    assert!(tokens_of(&all, 1).is_empty(), "flexible was deferred");
+    assert!(s.has_work() && !s.has_runnable_work());
+    s.set_gate(AdmissionGate::OPEN);
+    while s.has_work() {
+        all.extend(step(&mut s, &mut b, BIG));
+    }
+    assert_eq!(tokens_of(&all, 1).len(), 2, "flexible ran once admitted");
+}
+
+#[test]
+fn preempting_a_tier_frees_its_kv_and_it_recomputes_to_the_same_tokens() {
+    let mut b = FakeBackend::new(100, 64, 4, 256);
+    let mut s = Scheduler::new(b.info());
+    s.add(1, req(vec![5, 6], 6, Priority::Flexible), Instant::now())
+        .unwrap();
+    s.add(2, req(vec![9], 6, Priority::Interactive), Instant::now())
+        .unwrap();
+    let mut all = step(&mut s, &mut b, BIG);
+    all.extend(step(&mut s, &mut b, BIG));
+    assert_eq!(s.preempt_tier(Priority::Flexible), vec![1]);
+    assert_eq!(s.num_running(), 1);
+    assert_eq!(s.preempt_tier(Priority::Flexible), Vec::<u64>::new());
+    while s.has_work() {
+        all.extend(step(&mut s, &mut b, BIG));
+    }
+    assert_eq!(tokens_of(&all, 1), vec![7, 8, 9, 10, 11, 12]);
+    assert_eq!(tokens_of(&all, 2), vec![10, 11, 12, 13, 14, 15]);
+    assert_eq!(s.preemptions(), 1);
+}
+
+#[test]
+fn deferred_work_expires_after_its_deadline_only_while_deferred() {
+    let mut b = FakeBackend::new(100, 64, 4, 256);
+    let mut s = Scheduler::new(b.info());
+    let t0 = Instant::now();
+    s.add(1, req(vec![1], 2, Priority::Flexible), t0).unwrap();
+    s.add(
+        2,
+        req(vec![1], 2, Priority::Flexible),
+        t0 + Duration::from_secs(5),
+    )
+    .unwrap();
+    let deadline = Duration::from_secs(10);
+    // Open: nothing expires however old.
+    assert!(s
+        .expire_deferred(t0 + Duration::from_secs(60), deadline)
+        .is_empty());
+    s.set_gate(AdmissionGate {
+        standard: true,
+        flexible: false,
+    });
+    assert!(s
+        .expire_deferred(t0 + Duration::from_secs(9), deadline)
+        .is_empty());
+    assert_eq!(
+        s.expire_deferred(t0 + Duration::from_secs(12), deadline),
+        vec![1]
+    );
+    assert_eq!(s.num_waiting(), 1);
+    let _ = step(&mut s, &mut b, BIG);
+    assert_eq!(s.num_running(), 0, "the other one is still deferred");
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gridserve_models::{ModelBackend, SeqId};
 use metrics::{counter, gauge, histogram};
@@ -14,9 +14,16 @@ use tokio::sync::{mpsc, watch};
 
 use super::energy::{EnergyBook, StepMeter};
 use super::handle::{EngineCommand, EngineEvent, EngineHandle, EngineStatus, TokenEvent};
+use super::policy::EnginePolicy;
 use super::request::FinishReason;
-use super::scheduler::{Scheduler, SeqEvent, StepBudget, StepPlan};
+use super::request::Priority;
+use super::scheduler::{Scheduler, SeqEvent, StepPlan};
 use crate::metrics as m;
+
+/// How often the thread looks again while only deferred work is queued.
+const DEFERRED_POLL: Duration = Duration::from_millis(20);
+/// `Retry-After` for a request refused at its deferral deadline.
+const DEFERRED_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Timing and routing of one live request.
 struct Live {
@@ -50,11 +57,11 @@ impl EngineThread {
     }
 }
 
-/// Starts the engine thread for `backend`. The budget is read before every step, so whoever
-/// holds the `watch::Sender` (the power controller) steers the batch size.
+/// Starts the engine thread for `backend`. The policy is read before every step, so whoever
+/// holds the `watch::Sender` (the power controller) steers the batch size and admission.
 pub fn spawn_engine(
     backend: Box<dyn ModelBackend>,
-    budget: watch::Receiver<StepBudget>,
+    budget: watch::Receiver<EnginePolicy>,
     max_waiting: usize,
 ) -> std::io::Result<(EngineHandle, EngineThread)> {
     spawn_metered_engine(backend, None, budget, max_waiting)
@@ -65,7 +72,7 @@ pub fn spawn_engine(
 pub fn spawn_metered_engine(
     backend: Box<dyn ModelBackend>,
     meter: Option<Box<dyn StepMeter>>,
-    budget: watch::Receiver<StepBudget>,
+    budget: watch::Receiver<EnginePolicy>,
     max_waiting: usize,
 ) -> std::io::Result<(EngineHandle, EngineThread)> {
     let (tx, rx) = mpsc::channel(max_waiting.max(1));
@@ -90,7 +97,7 @@ pub fn spawn_metered_engine(
         backend,
         sched,
         rx,
-        budget,
+        policy: budget,
         status,
         live: HashMap::new(),
         abort_all: abort_all.clone(),
@@ -113,7 +120,7 @@ struct Engine {
     backend: Box<dyn ModelBackend>,
     sched: Scheduler,
     rx: mpsc::Receiver<EngineCommand>,
-    budget: watch::Receiver<StepBudget>,
+    policy: watch::Receiver<EnginePolicy>,
     status: Arc<EngineStatus>,
     live: HashMap<SeqId, Live>,
     abort_all: Arc<AtomicBool>,
@@ -138,8 +145,10 @@ impl Engine {
                 });
             }
             self.drop_cancelled();
-            if self.sched.has_work() {
-                self.step();
+            let policy = *self.policy.borrow();
+            self.apply(&policy);
+            if self.sched.has_runnable_work() {
+                self.step(policy);
             }
             self.publish_status();
         }
@@ -154,6 +163,9 @@ impl Engine {
                 Some(cmd) => self.accept(cmd),
                 None => return false,
             }
+        } else if !self.sched.has_runnable_work() {
+            // Only deferred work: wait for the policy to open, a new request or a deadline.
+            std::thread::sleep(DEFERRED_POLL);
         }
         while let Ok(cmd) = self.rx.try_recv() {
             self.accept(cmd);
@@ -186,6 +198,7 @@ impl Engine {
             Err(e) => {
                 let _ = events.send(EngineEvent::Failed {
                     message: e.to_string(),
+                    retry_after: None,
                 });
             }
         }
@@ -209,9 +222,38 @@ impl Engine {
         }
     }
 
-    fn step(&mut self) {
+    /// Applies the controller's policy: admission gates, flexible preemption, and refusing
+    /// deferred requests past their deadline.
+    fn apply(&mut self, policy: &EnginePolicy) {
+        self.sched.set_gate(policy.gate);
+        if policy.preempt_flexible {
+            let preempted = self.sched.preempt_tier(Priority::Flexible);
+            if !preempted.is_empty() {
+                counter!(m::NUM_PREEMPTIONS, "model_name" => self.model_name.clone())
+                    .increment(preempted.len() as u64);
+            }
+        }
+        let deadline = policy.deferral_deadline;
+        for id in self.sched.expire_deferred(Instant::now(), deadline) {
+            let message = format!(
+                "deferred for over {} s because the power envelope is tight; retry later",
+                deadline.as_secs()
+            );
+            counter!(m::ADMISSION_REJECTIONS, "reason" => "deferral_deadline").increment(1);
+            let retry_after = Some(DEFERRED_RETRY_AFTER);
+            self.end(
+                id,
+                EngineEvent::Failed {
+                    message,
+                    retry_after,
+                },
+            );
+        }
+    }
+
+    fn step(&mut self, policy: EnginePolicy) {
         let start = Instant::now();
-        let plan = self.sched.schedule(*self.budget.borrow(), start);
+        let plan = self.sched.schedule(policy.budget, start);
         if plan.batch.seqs.is_empty() {
             // `Scheduler::add` only admits requests that fit the whole KV cache, so some
             // sequence can always run; an empty plan here is a scheduler bug. Fail the queue
@@ -223,6 +265,7 @@ impl Engine {
                     id,
                     EngineEvent::Failed {
                         message: "internal scheduling error".into(),
+                        retry_after: None,
                     },
                 );
             }
@@ -269,6 +312,7 @@ impl Engine {
                         s.seq,
                         EngineEvent::Failed {
                             message: format!("engine error: {e}"),
+                            retry_after: None,
                         },
                     );
                 }
@@ -405,14 +449,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_backend_fails_one_request_and_the_engine_lives_on() {
-        let (_tx, rx) = watch::channel(StepBudget {
+        let (_tx, rx) = watch::channel(EnginePolicy::open(StepBudget {
             max_tokens: 64,
             max_seqs: 8,
-        });
+        }));
         let backend = PanickyBackend(FakeBackend::new(50, 16, 4, 32));
         let (handle, _thread) = spawn_engine(Box::new(backend), rx, 8).unwrap();
         match last_event(&handle, 13).await {
-            EngineEvent::Failed { message } => {
+            EngineEvent::Failed { message, .. } => {
                 assert!(message.contains("unlucky token"), "{message}")
             }
             other => panic!("expected a failure, got {other:?}"),

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gridserve::api::{router, ApiConfig, AppState, ReadyModel};
-use gridserve::engine::{spawn_engine, EngineHandle, StepBudget};
+use gridserve::engine::{spawn_engine, EngineHandle, EnginePolicy, StepBudget};
 use gridserve_models::chat::ChatTemplate;
 use gridserve_models::testing::FakeBackend;
 use gridserve_models::tokenizer::{token_type, SpmVocab, TextTokenizer};
@@ -111,7 +111,8 @@ pub struct TestServer {
     pub state: AppState,
     pub engine: Option<EngineHandle>,
     pub client: reqwest::Client,
-    _budget: watch::Sender<StepBudget>,
+    /// What the power controller would steer: budget, admission gates, preemption.
+    pub policy: watch::Sender<EnginePolicy>,
 }
 
 pub async fn start(opts: Options) -> TestServer {
@@ -120,7 +121,7 @@ pub async fn start(opts: Options) -> TestServer {
         max_tokens: 256,
         max_seqs: opts.max_seqs,
     };
-    let (budget_tx, budget_rx) = watch::channel(budget);
+    let (budget_tx, budget_rx) = watch::channel(EnginePolicy::open(budget));
     let mut engine = None;
     if opts.ready {
         // 64 blocks of 4 hold 256 tokens: several full-context sequences at once.
@@ -163,7 +164,7 @@ pub async fn start(opts: Options) -> TestServer {
         state,
         engine,
         client,
-        _budget: budget_tx,
+        policy: budget_tx,
     }
 }
 
