@@ -449,7 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_backend_fails_one_request_and_the_engine_lives_on() {
-        let (_tx, rx) = watch::channel(EnginePolicy::open(StepBudget {
+        let (_tx, rx) = watch::channel(EnginePolicy::open(crate::engine::StepBudget {
             max_tokens: 64,
             max_seqs: 8,
         }));
