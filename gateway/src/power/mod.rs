@@ -1,6 +1,7 @@
 //! Power: what gridserve measures (sensors) and what it can turn (actuators), behind small
 //! synchronous traits so the same controller runs on NVML, the CPU and the GPU twin.
 
+mod actuation;
 pub mod controller;
 mod counter;
 mod cpu;
@@ -15,6 +16,7 @@ mod rapl;
 mod shared;
 mod types;
 
+pub use actuation::Actuation;
 pub use cpu::{CpuPowerModel, EstimateSensor};
 pub use detect::{detect, PowerBackend};
 pub use monitor::{publish_gauges, PowerMonitor};

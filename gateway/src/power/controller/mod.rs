@@ -92,6 +92,16 @@ impl Controller {
         &self.settings
     }
 
+    /// The clock cannot be set here (no permission, not supported): steer without it.
+    pub fn drop_clock_knob(&mut self) {
+        self.settings.ladder.clock = None;
+    }
+
+    /// The power limit cannot be set here: no backstop, the other knobs still steer.
+    pub fn drop_power_limit_knob(&mut self) {
+        self.settings.power_limit_range_watts = None;
+    }
+
     /// One control step. `sample` is the newest reading (None if none arrived since the
     /// last tick); `cap_watts` is the envelope's cap now, all devices together (None: no cap).
     pub fn tick(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::engine::StepBudget;
-use crate::power::{PowerActuator, PowerSensor};
+use crate::power::{Actuation, PowerSensor};
 use crate::twin::{GpuProfile, ModelShape, StepComposition, TwinCluster};
 
 const PERIOD: Duration = Duration::from_millis(100);
@@ -51,7 +51,7 @@ struct Loop {
     controller: Controller,
     base: Instant,
     demand: u32,
-    last: Option<Decision>,
+    actuation: Actuation,
 }
 
 impl Loop {
@@ -65,7 +65,7 @@ impl Loop {
             twin,
             controller: Controller::new(settings()),
             demand,
-            last: None,
+            actuation: Actuation::default(),
         }
     }
 
@@ -77,21 +77,15 @@ impl Loop {
     fn period(&mut self, cap: Option<f64>, sensor_alive: bool) -> Decision {
         let sample = sensor_alive.then(|| self.twin.sample().unwrap());
         let d = self.controller.tick(self.now(), sample.as_ref(), cap);
-        let changed = |f: fn(&Decision) -> Option<f64>| self.last.as_ref().map(f) != Some(f(&d));
-        if changed(|d| d.sm_clock.map(|c| f64::from(c.max_mhz))) {
-            self.twin.set_sm_clock(d.sm_clock).unwrap();
-        }
-        if changed(|d| d.power_limit_watts) {
-            let limit = d.power_limit_watts.unwrap_or(700.0);
-            self.twin.set_power_limit(limit).unwrap();
-        }
+        self.actuation
+            .apply(&d, &mut self.twin, &mut self.controller);
+        assert_eq!(self.actuation.failures, 0);
         let batch = self.demand.min(d.budget.max_seqs as u32);
         let step = StepComposition::uniform(batch, 1000.0, 0.0, 0.0);
         let end = self.twin.now() + PERIOD;
         while self.twin.now() < end {
             self.twin.advance(&step);
         }
-        self.last = Some(d.clone());
         d
     }
 

@@ -1,0 +1,227 @@
+//! Applying the controller's decisions to an actuator: only what changed, each failure said
+//! once, and a knob the hardware refuses (no permission, not supported) is dropped from the
+//! controller's ladder so it steers with the knobs it still has. `restore` puts the hardware
+//! back (clocks unlocked, power limit at its maximum) on a clean exit.
+
+use super::controller::{Controller, Decision};
+use super::notes::Notes;
+use super::{ClockRange, PowerActuator};
+use crate::GatewayError;
+
+#[derive(Debug, Default)]
+pub struct Actuation {
+    /// What was last applied (None: nothing yet, so the first decision is always applied).
+    clock: Option<Option<ClockRange>>,
+    power_limit: Option<Option<f64>>,
+    notes: Notes,
+    /// Failed actuator calls, for status and tests.
+    pub failures: u64,
+}
+
+impl Actuation {
+    pub fn apply(
+        &mut self,
+        decision: &Decision,
+        actuator: &mut dyn PowerActuator,
+        controller: &mut Controller,
+    ) {
+        if self.clock != Some(decision.sm_clock) && controller.settings().ladder.clock.is_some() {
+            match actuator.set_sm_clock(decision.sm_clock) {
+                Ok(()) => self.clock = Some(decision.sm_clock),
+                Err(e) => {
+                    self.refused("clock", &e);
+                    if is_permanent(&e) {
+                        controller.drop_clock_knob();
+                    }
+                }
+            }
+        }
+        let wanted = decision.power_limit_watts;
+        if self.power_limit != Some(wanted)
+            && controller.settings().power_limit_range_watts.is_some()
+        {
+            let watts = match wanted {
+                Some(w) => Ok(w),
+                None => actuator.limits().map(|l| l.power_limit_max_watts),
+            };
+            match watts.and_then(|w| actuator.set_power_limit(w)) {
+                Ok(()) => self.power_limit = Some(wanted),
+                Err(e) => {
+                    self.refused("power limit", &e);
+                    if is_permanent(&e) {
+                        controller.drop_power_limit_knob();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Unlocks the clocks and sets the power limit back to its maximum.
+    pub fn restore(&mut self, actuator: &mut dyn PowerActuator) {
+        if matches!(self.clock, Some(Some(_))) {
+            if let Err(e) = actuator.set_sm_clock(None) {
+                tracing::warn!("could not unlock the SM clocks on exit: {e}");
+            }
+        }
+        if matches!(self.power_limit, Some(Some(_))) {
+            let restored = actuator
+                .limits()
+                .and_then(|l| actuator.set_power_limit(l.power_limit_max_watts));
+            if let Err(e) = restored {
+                tracing::warn!("could not restore the power limit on exit: {e}");
+            }
+        }
+        self.clock = None;
+        self.power_limit = None;
+    }
+
+    fn refused(&mut self, knob: &str, e: &GatewayError) {
+        self.failures += 1;
+        let what = if is_permanent(e) {
+            "steering without it"
+        } else {
+            "will retry"
+        };
+        self.notes.warn_once(
+            &format!("{knob}: {e}"),
+            &format!("cannot set the {knob}: {e}; {what}"),
+        );
+    }
+}
+
+/// A knob that will not work however often it is tried.
+fn is_permanent(e: &GatewayError) -> bool {
+    matches!(
+        e,
+        GatewayError::PowerDenied(_) | GatewayError::PowerUnavailable(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::engine::StepBudget;
+    use crate::power::controller::{ClockKnob, ControllerSettings, Ladder};
+    use crate::power::{ActuatorLimits, DeviceSample, EnergySource, PowerSample};
+
+    /// Records calls; refuses clocks (no root) when asked to.
+    #[derive(Default)]
+    struct Recorder {
+        clock_calls: Vec<Option<ClockRange>>,
+        limit_calls: Vec<f64>,
+        deny_clocks: bool,
+    }
+
+    impl PowerActuator for Recorder {
+        fn limits(&self) -> Result<ActuatorLimits, GatewayError> {
+            Ok(ActuatorLimits {
+                power_limit_min_watts: 100.0,
+                power_limit_max_watts: 400.0,
+                sm_clock_min_mhz: 200,
+                sm_clock_max_mhz: 1400,
+            })
+        }
+        fn set_sm_clock(&mut self, range: Option<ClockRange>) -> Result<(), GatewayError> {
+            self.clock_calls.push(range);
+            if self.deny_clocks {
+                return Err(GatewayError::PowerDenied("locking clocks".into()));
+            }
+            Ok(())
+        }
+        fn set_power_limit(&mut self, watts: f64) -> Result<(), GatewayError> {
+            self.limit_calls.push(watts);
+            Ok(())
+        }
+    }
+
+    fn controller() -> Controller {
+        let budget = StepBudget {
+            max_seqs: 64,
+            max_tokens: 2048,
+        };
+        Controller::new(ControllerSettings {
+            period: Duration::from_millis(100),
+            margin_fraction: 0.05,
+            deadband_fraction: 0.01,
+            sensor_timeout: Duration::from_secs(2),
+            control_window: Duration::from_millis(100),
+            gain_proportional: 0.2,
+            gain_integral_per_second: 1.0,
+            ladder: Ladder {
+                clock: Some(ClockKnob {
+                    floor_mhz: 600,
+                    max_mhz: 1400,
+                }),
+                max_budget: budget,
+                min_budget: StepBudget {
+                    max_seqs: 2,
+                    max_tokens: 64,
+                },
+            },
+            power_limit_range_watts: Some((100.0, 400.0)),
+            hardware_max_watts: 400.0,
+            prior_floor_watts: 60.0,
+            prior_full_watts: 400.0,
+        })
+    }
+
+    fn sample(at: Instant, watts: f64) -> PowerSample {
+        PowerSample {
+            at,
+            source: EnergySource::Twin,
+            devices: vec![DeviceSample {
+                device: "gpu0".into(),
+                power_watts: watts,
+                energy_joules: 0.0,
+                sm_clock_mhz: None,
+                power_limit_watts: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn only_changes_reach_the_hardware_and_restore_undoes_them() {
+        let (mut c, mut hw, mut act) = (controller(), Recorder::default(), Actuation::default());
+        let t0 = Instant::now();
+        let d = c.tick(t0, Some(&sample(t0, 390.0)), Some(300.0));
+        act.apply(&d, &mut hw, &mut c);
+        act.apply(&d, &mut hw, &mut c);
+        assert_eq!(hw.limit_calls, vec![300.0], "applied once");
+        assert_eq!(hw.clock_calls.len(), 1);
+        act.restore(&mut hw);
+        assert_eq!(hw.clock_calls.last(), Some(&None), "clocks unlocked");
+        assert_eq!(hw.limit_calls.last(), Some(&400.0), "limit back at maximum");
+    }
+
+    #[test]
+    fn a_refused_clock_is_said_once_and_the_controller_steers_without_it() {
+        let mut hw = Recorder {
+            deny_clocks: true,
+            ..Recorder::default()
+        };
+        let (mut c, mut act) = (controller(), Actuation::default());
+        let t0 = Instant::now();
+        for i in 0..5u64 {
+            let at = t0 + Duration::from_millis(100 * i);
+            let d = c.tick(at, Some(&sample(at, 390.0)), Some(200.0));
+            act.apply(&d, &mut hw, &mut c);
+        }
+        assert_eq!(
+            hw.clock_calls.len(),
+            1,
+            "not retried after a permission error"
+        );
+        assert_eq!(act.failures, 1);
+        assert!(c.settings().ladder.clock.is_none());
+        let at = t0 + Duration::from_secs(1);
+        let d = c.tick(at, Some(&sample(at, 390.0)), Some(200.0));
+        assert_eq!(d.sm_clock, None);
+        assert!(
+            d.budget.max_seqs < 64,
+            "the batch knob does the work: {d:?}"
+        );
+        assert_eq!(hw.limit_calls, vec![200.0], "the power limit still works");
+    }
+}
