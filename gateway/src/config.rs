@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::api::ApiConfig;
 use crate::engine::StepBudget;
+use crate::power::controller::{ControllerConfig, RawControllerConfig};
 use crate::GatewayError;
 
 #[derive(Debug, Deserialize)]
@@ -18,6 +19,7 @@ struct RawConfig {
     engine: RawEngine,
     server: RawServer,
     power: RawPower,
+    controller: RawControllerConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +166,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub server: ServerConfig,
     pub power: PowerConfig,
+    pub controller: ControllerConfig,
 }
 
 impl Config {
@@ -203,9 +206,11 @@ impl RawConfig {
         };
         let server = self.server.validate()?;
         let power = self.power.validate(base)?;
+        let controller = self.controller.validate()?;
         Ok(Config {
             server,
             power,
+            controller,
             model: ModelConfig {
                 path: base.join(&self.model.path),
                 chat_template: base.join(&self.model.chat_template),

@@ -11,6 +11,7 @@
 //! recursive least squares) predicts for it, then waits for the measurements to catch up. The power limit is the backstop that holds even if
 //! gridserve dies: it is set to the cap (per device) whenever a cap binds.
 
+mod config;
 mod decision;
 mod ladder;
 mod model;
@@ -21,6 +22,7 @@ mod tests;
 
 use std::time::{Duration, Instant};
 
+pub use config::{ControllerConfig, Hardware, RawControllerConfig};
 pub use decision::{Admission, Decision, Mode, TierAdmission};
 pub use ladder::{ClockKnob, Ladder};
 pub use model::PowerModel;
