@@ -63,6 +63,9 @@ struct ServeArgs {
     /// Port to listen on; 0 picks a free one (overrides `server.port`).
     #[arg(long, env = "GRIDSERVE_PORT")]
     port: Option<u16>,
+    /// Directory of the grid store (overrides `grid.data_dir`).
+    #[arg(long, env = "GRIDSERVE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -119,6 +122,7 @@ fn main() -> anyhow::Result<()> {
 fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     config.server.host = args.host.unwrap_or(config.server.host);
     config.server.port = args.port.unwrap_or(config.server.port);
+    config.grid.data_dir = args.data_dir.unwrap_or(config.grid.data_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
