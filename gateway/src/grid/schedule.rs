@@ -120,7 +120,7 @@ impl<'a> Schedule<'a> {
             let then = self.cap_at(at);
             let changed =
                 then.target_watts != now.target_watts || then.envelope_id != now.envelope_id;
-            changed.then(|| NextChange {
+            changed.then_some(NextChange {
                 at,
                 cap_watts: then.target_watts,
                 envelope_id: then.envelope_id,
