@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 use crate::api::ApiConfig;
 use crate::engine::StepBudget;
+use crate::grid::auth::{parse_sha256_hex, Credentials, TokenHash};
+use crate::grid::GridConfig;
 use crate::power::controller::{ControllerConfig, RawControllerConfig};
 use crate::GatewayError;
 
@@ -20,6 +22,7 @@ struct RawConfig {
     server: RawServer,
     power: RawPower,
     controller: RawControllerConfig,
+    grid: RawGrid,
 }
 
 #[derive(Debug, Deserialize)]
@@ -32,6 +35,18 @@ struct RawServer {
     max_body_bytes: usize,
     default_completion_max_tokens: usize,
     max_n: usize,
+    api_key_sha256: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrid {
+    data_dir: PathBuf,
+    subscription_watts: Option<f64>,
+    hardware_max_watts: Option<f64>,
+    hardware_min_watts: Option<f64>,
+    ramp_default_seconds: f64,
+    operator_token_sha256: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +182,10 @@ pub struct Config {
     pub server: ServerConfig,
     pub power: PowerConfig,
     pub controller: ControllerConfig,
+    pub grid: GridConfig,
+    /// Token hashes from the file; `GRIDSERVE_OPERATOR_TOKEN` / `GRIDSERVE_API_KEY` are added
+    /// when serving (`Credentials::with_env`), so parsing never depends on the environment.
+    pub credentials: Credentials,
 }
 
 impl Config {
@@ -204,13 +223,21 @@ impl RawConfig {
         } else {
             e.threads
         };
+        let api_keys = hashes("server.api_key_sha256", &self.server.api_key_sha256)?;
         let server = self.server.validate()?;
         let power = self.power.validate(base)?;
         let controller = self.controller.validate()?;
+        let operator = hashes(
+            "grid.operator_token_sha256",
+            &self.grid.operator_token_sha256,
+        )?;
+        let grid = self.grid.validate(base)?;
         Ok(Config {
             server,
             power,
             controller,
+            grid,
+            credentials: Credentials::new(operator, api_keys),
             model: ModelConfig {
                 path: base.join(&self.model.path),
                 chat_template: base.join(&self.model.chat_template),
@@ -282,6 +309,44 @@ impl RawPower {
     }
 }
 
+impl RawGrid {
+    fn validate(self, base: &Path) -> Result<GridConfig, GatewayError> {
+        let bad = |key: &str, why: &str| Err(GatewayError::Config(format!("grid.{key}: {why}")));
+        for (key, watts) in [
+            ("subscription_watts", self.subscription_watts),
+            ("hardware_max_watts", self.hardware_max_watts),
+            ("hardware_min_watts", self.hardware_min_watts),
+        ] {
+            if watts.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
+                return bad(key, "must be a positive number of watts");
+            }
+        }
+        let ramp = self.ramp_default_seconds;
+        if !(ramp.is_finite() && (0.0..=crate::grid::envelope::MAX_RAMP_SECONDS).contains(&ramp)) {
+            return bad("ramp_default_seconds", "must be between 0 and 86400");
+        }
+        Ok(GridConfig {
+            data_dir: base.join(self.data_dir),
+            subscription_watts: self.subscription_watts,
+            hardware_max_watts: self.hardware_max_watts,
+            hardware_min_watts: self.hardware_min_watts,
+            ramp_default_seconds: ramp,
+        })
+    }
+}
+
+/// Hex SHA-256 hashes (64 digits each), e.g. from `printf %s TOKEN | sha256sum`.
+fn hashes(key: &str, list: &[String]) -> Result<Vec<TokenHash>, GatewayError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, text)| {
+            parse_sha256_hex(text).ok_or_else(|| {
+                GatewayError::Config(format!("{key}[{i}]: not a hex SHA-256 hash (64 digits)"))
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,5 +410,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("power.cpu_idle_watts"), "{err}");
+    }
+
+    #[test]
+    fn grid_section_parses_and_is_checked() {
+        let c = Config::parse(DEFAULT, Path::new("/srv/gs/config")).unwrap();
+        assert_eq!(c.grid.data_dir, Path::new("/srv/gs/config/../data"));
+        assert_eq!(c.grid.default_cap(), None, "unbounded unless configured");
+        assert!(!c.credentials.api_keys_required());
+        let hash = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+        let text = DEFAULT
+            .replace(
+                "api_key_sha256 = []",
+                &format!("api_key_sha256 = [\"{hash}\"]"),
+            )
+            .replace(
+                "# subscription_watts = 2000.0",
+                "subscription_watts = 2000.0",
+            );
+        let c = Config::parse(&text, Path::new(".")).unwrap();
+        assert!(c
+            .credentials
+            .is(crate::grid::auth::TokenKind::ApiKey, "secret"));
+        assert_eq!(c.grid.default_cap(), Some(2000.0));
+        let bad_hash = DEFAULT.replace(
+            "operator_token_sha256 = []",
+            "operator_token_sha256 = [\"abc\"]",
+        );
+        let err = Config::parse(&bad_hash, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grid.operator_token_sha256[0]"), "{err}");
+        let negative = DEFAULT.replace("# hardware_min_watts = 100.0", "hardware_min_watts = -5.0");
+        let err = Config::parse(&negative, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grid.hardware_min_watts"), "{err}");
     }
 }

@@ -22,4 +22,14 @@ pub enum GatewayError {
     /// A device error or an out-of-range request.
     #[error("power: {0}")]
     Power(String),
+    /// A grid envelope that fails validation; `param` is the request field (`intervals[2].end`).
+    #[error("invalid `{param}`: {message}")]
+    InvalidEnvelope { param: String, message: String },
+    #[error("grid envelope `{0}` already exists")]
+    EnvelopeExists(String),
+    #[error("no grid envelope `{0}`")]
+    EnvelopeNotFound(String),
+    /// The grid store (SQLite) failed: it cannot be opened, written or read.
+    #[error("grid store: {0}")]
+    Store(String),
 }

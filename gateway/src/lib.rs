@@ -6,6 +6,7 @@ pub mod bench;
 pub mod config;
 pub mod engine;
 mod error;
+pub mod grid;
 pub mod metrics;
 pub mod model;
 pub mod power;

@@ -67,6 +67,9 @@ struct ServeArgs {
     /// digital twin `twin:GPU[:MODEL]`, e.g. `twin:h100` or `twin:h200:llama-3.1-8b`.
     #[arg(long, env = "GRIDSERVE_POWER")]
     power: Option<gridserve::config::SensorChoice>,
+    /// Directory of the grid store (overrides `grid.data_dir`).
+    #[arg(long, env = "GRIDSERVE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -124,6 +127,7 @@ fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     config.server.host = args.host.unwrap_or(config.server.host);
     config.server.port = args.port.unwrap_or(config.server.port);
     config.power.sensor = args.power.unwrap_or(config.power.sensor);
+    config.grid.data_dir = args.data_dir.unwrap_or(config.grid.data_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,5 +1,6 @@
-//! `gridserve serve`: bind first, load the model in the background (`/ready` is 503 until it
-//! is loaded), serve the API, and on shutdown drain in-flight requests within a deadline.
+//! `gridserve serve`: bind first, open the grid store, load the model in the background
+//! (`/ready` is 503 until it is loaded), serve the API, and on shutdown drain in-flight
+//! requests within a deadline.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +16,8 @@ use tokio::sync::watch;
 use crate::api::{self, ApiConfig, AppState, ReadyModel};
 use crate::config::Config;
 use crate::engine::{spawn_metered_engine, EnginePolicy, EngineThread, StepBudget, StepMeter};
+use crate::grid::auth::Credentials;
+use crate::grid::{GridConfig, GridState};
 use crate::power::{PowerMonitor, PowerSensor};
 use crate::GatewayError;
 
@@ -36,6 +39,9 @@ pub struct ServeOptions {
     pub step_budget: StepBudget,
     pub max_waiting_requests: usize,
     pub drain_timeout: Duration,
+    pub grid: GridConfig,
+    /// Accepted operator tokens and API keys.
+    pub credentials: Credentials,
 }
 
 impl ServeOptions {
@@ -45,6 +51,8 @@ impl ServeOptions {
             step_budget: config.engine.step_budget,
             max_waiting_requests: config.server.max_waiting_requests,
             drain_timeout: config.server.drain_timeout,
+            grid: config.grid.clone(),
+            credentials: config.credentials.clone().with_env(),
         }
     }
 }
@@ -83,7 +91,20 @@ pub async fn run(
     load: impl FnOnce() -> Result<ModelParts, GatewayError> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let state = AppState::new(opts.api.clone(), crate::metrics::install());
+    // The store is loaded before anything is served, so the envelope in force after a restart
+    // applies from the first request on, and an unusable data dir stops the server here.
+    let grid_config = opts.grid.clone();
+    let (grid, _feeds) = tokio::task::spawn_blocking(move || GridState::open(grid_config))
+        .await
+        .map_err(|e| GatewayError::Store(format!("opening the grid store: {e}")))??;
+    // `_feeds` lives until the server stops: the power monitor and the controller will publish
+    // through it; until they do, status reports their figures as null.
+    let state = AppState::new(
+        opts.api.clone(),
+        crate::metrics::install(),
+        grid,
+        opts.credentials.clone(),
+    );
     let engine_thread: Arc<Mutex<Option<EngineThread>>> = Arc::default();
     let monitor: Arc<Mutex<Option<PowerMonitor>>> = Arc::default();
     let (load_failed_tx, load_failed_rx) = tokio::sync::oneshot::channel::<GatewayError>();

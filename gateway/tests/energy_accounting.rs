@@ -39,6 +39,7 @@ async fn request_energies_add_up_to_the_measured_total() {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let data = tempfile::tempdir().unwrap();
     let opts = ServeOptions {
         api: ApiConfig::default(),
         // A small token budget forces chunked prefill and mixed steps.
@@ -48,6 +49,8 @@ async fn request_energies_add_up_to_the_measured_total() {
         },
         max_waiting_requests: 32,
         drain_timeout: Duration::from_secs(1),
+        grid: common::grid_config(data.path()),
+        credentials: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let load = move || {

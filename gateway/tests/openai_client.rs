@@ -104,10 +104,13 @@ struct Server {
     process: KillOnDrop,
     port: u16,
     stderr: Arc<Mutex<String>>,
+    /// The grid store lives here, not in the repository's default `data/`.
+    _data: tempfile::TempDir,
 }
 
 impl Server {
     fn start(root: &Path, extra_args: &[&str]) -> Server {
+        let data = tempfile::tempdir().expect("temp data dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_gridserve"))
             .current_dir(root)
             .env(
@@ -117,6 +120,8 @@ impl Server {
             .env("NO_COLOR", "1")
             .args(["serve", "--host", "127.0.0.1", "--port", "0"])
             .args(extra_args)
+            .arg("--data-dir")
+            .arg(data.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -162,6 +167,7 @@ impl Server {
             process,
             port,
             stderr,
+            _data: data,
         }
     }
 

@@ -18,11 +18,13 @@ struct Running {
     base: String,
     stop: Option<oneshot::Sender<()>>,
     done: JoinHandle<Result<(), GatewayError>>,
+    _data: tempfile::TempDir,
 }
 
 async fn serve(drain: Duration, load_delay: Duration, step_delay: Duration) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let data = tempfile::tempdir().unwrap();
     let opts = ServeOptions {
         api: ApiConfig::default(),
         step_budget: StepBudget {
@@ -31,6 +33,8 @@ async fn serve(drain: Duration, load_delay: Duration, step_delay: Duration) -> R
         },
         max_waiting_requests: 16,
         drain_timeout: drain,
+        grid: common::grid_config(data.path()),
+        credentials: Default::default(),
     };
     let load = move || {
         std::thread::sleep(load_delay);
@@ -44,6 +48,7 @@ async fn serve(drain: Duration, load_delay: Duration, step_delay: Duration) -> R
         base,
         stop: Some(tx),
         done,
+        _data: data,
     }
 }
 
@@ -183,6 +188,7 @@ async fn shutdown_cuts_requests_still_running_at_the_drain_deadline() {
 #[tokio::test]
 async fn a_model_that_fails_to_load_ends_the_server_with_its_error() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let data = tempfile::tempdir().unwrap();
     let opts = ServeOptions {
         api: ApiConfig::default(),
         step_budget: StepBudget {
@@ -191,6 +197,8 @@ async fn a_model_that_fails_to_load_ends_the_server_with_its_error() {
         },
         max_waiting_requests: 4,
         drain_timeout: Duration::from_millis(100),
+        grid: common::grid_config(data.path()),
+        credentials: Default::default(),
     };
     let load = || Err(GatewayError::Config("no such model file".into()));
     let out = tokio::time::timeout(

@@ -8,6 +8,7 @@ use gridserve_models::ModelError;
 use serde_json::json;
 
 use crate::engine::SubmitError;
+use crate::GatewayError;
 
 /// An error a client sees. Built only through the constructors below, so status, `type` and
 /// `code` always agree.
@@ -15,7 +16,8 @@ use crate::engine::SubmitError;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    /// OpenAI's `type`: `invalid_request_error`, `rate_limit_error` or `server_error`.
+    /// OpenAI's `type`: `invalid_request_error`, `authentication_error`, `permission_error`,
+    /// `rate_limit_error` or `server_error`.
     pub kind: &'static str,
     pub param: Option<String>,
     pub code: Option<&'static str>,
@@ -158,6 +160,26 @@ impl ApiError {
         )
     }
 
+    /// 401: no credential, or one that matches nothing.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "authentication_error", message)
+            .with_code("invalid_api_key")
+    }
+
+    /// 403: a valid credential of the wrong kind (an API key on a grid write).
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission_error", message)
+            .with_code("insufficient_permissions")
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, INVALID, message).with_code("not_found")
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, INVALID, message).with_code("conflict")
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, SERVER, message).with_code("internal_error")
     }
@@ -189,6 +211,27 @@ impl From<ModelError> for ApiError {
         match e {
             ModelError::InvalidParam { param, message } => ApiError::invalid_param(param, message),
             other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+/// The one place a `GatewayError` becomes an HTTP status: the client's mistakes are 4xx,
+/// everything else (a failing store, a device error) is ours.
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::InvalidRequest { param, message } => {
+                ApiError::invalid_param(param, message)
+            }
+            GatewayError::InvalidEnvelope { param, message } => {
+                ApiError::invalid_param(param, message)
+            }
+            GatewayError::EnvelopeExists(_) => ApiError::conflict(e.to_string()),
+            GatewayError::EnvelopeNotFound(_) => ApiError::not_found(e.to_string()),
+            other => {
+                tracing::error!("{other}");
+                ApiError::internal(other.to_string())
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
-//! What every handler shares: the model once it is ready, whether the server is draining, and
-//! the metrics handle.
+//! What every handler shares: the model once it is ready, whether the server is draining, the
+//! metrics handle, the grid state and the accepted credentials.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -9,6 +9,8 @@ use gridserve_models::tokenizer::TextTokenizer;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::engine::EngineHandle;
+use crate::grid::auth::Credentials;
+use crate::grid::GridState;
 
 /// HTTP-level limits.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,16 +54,25 @@ struct Inner {
     draining: AtomicBool,
     metrics: PrometheusHandle,
     config: ApiConfig,
+    grid: GridState,
+    credentials: Credentials,
 }
 
 impl AppState {
-    pub fn new(config: ApiConfig, metrics: PrometheusHandle) -> Self {
+    pub fn new(
+        config: ApiConfig,
+        metrics: PrometheusHandle,
+        grid: GridState,
+        credentials: Credentials,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 ready: OnceLock::new(),
                 draining: AtomicBool::new(false),
                 metrics,
                 config,
+                grid,
+                credentials,
             }),
         }
     }
@@ -91,5 +102,13 @@ impl AppState {
 
     pub fn config(&self) -> &ApiConfig {
         &self.inner.config
+    }
+
+    pub fn grid(&self) -> &GridState {
+        &self.inner.grid
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.inner.credentials
     }
 }

@@ -4,11 +4,14 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gridserve::api::{router, ApiConfig, AppState, ReadyModel};
 use gridserve::engine::{spawn_engine, EngineHandle, EnginePolicy, StepBudget};
+use gridserve::grid::auth::Credentials;
+use gridserve::grid::{GridConfig, GridFeeds, GridState};
 use gridserve_models::chat::ChatTemplate;
 use gridserve_models::testing::FakeBackend;
 use gridserve_models::tokenizer::{token_type, SpmVocab, TextTokenizer};
@@ -91,6 +94,9 @@ pub struct Options {
     pub max_waiting: usize,
     pub max_seqs: usize,
     pub config: ApiConfig,
+    /// `None`: defaults over a fresh temporary data dir (see [`grid_config`]).
+    pub grid: Option<GridConfig>,
+    pub credentials: Credentials,
 }
 
 impl Default for Options {
@@ -102,6 +108,8 @@ impl Default for Options {
             max_waiting: 64,
             max_seqs: 16,
             config: ApiConfig::default(),
+            grid: None,
+            credentials: Credentials::default(),
         }
     }
 }
@@ -113,10 +121,37 @@ pub struct TestServer {
     pub client: reqwest::Client,
     /// What the power controller would steer: budget, admission gates, preemption.
     pub policy: watch::Sender<EnginePolicy>,
+    /// Publish power samples, operating points and compliance here.
+    pub feeds: GridFeeds,
+    _data: Option<tempfile::TempDir>,
+}
+
+/// Grid settings for tests: no default cap, no hardware minimum, no ramp.
+pub fn grid_config(data_dir: &Path) -> GridConfig {
+    GridConfig {
+        data_dir: data_dir.to_path_buf(),
+        subscription_watts: None,
+        hardware_max_watts: None,
+        hardware_min_watts: None,
+        ramp_default_seconds: 0.0,
+    }
 }
 
 pub async fn start(opts: Options) -> TestServer {
-    let state = AppState::new(opts.config.clone(), gridserve::metrics::install());
+    let (grid, data) = match opts.grid.clone() {
+        Some(grid) => (grid, None),
+        None => {
+            let dir = tempfile::tempdir().expect("temp data dir");
+            (grid_config(dir.path()), Some(dir))
+        }
+    };
+    let (grid, feeds) = GridState::open(grid).expect("grid store opens");
+    let state = AppState::new(
+        opts.config.clone(),
+        gridserve::metrics::install(),
+        grid,
+        opts.credentials.clone(),
+    );
     let budget = StepBudget {
         max_tokens: 256,
         max_seqs: opts.max_seqs,
@@ -165,6 +200,8 @@ pub async fn start(opts: Options) -> TestServer {
         engine,
         client,
         policy: budget_tx,
+        feeds,
+        _data: data,
     }
 }
 

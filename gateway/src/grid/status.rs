@@ -1,0 +1,202 @@
+//! What `GET /v1/grid/status` reports and where each figure comes from: power from the power
+//! monitor's samples, the operating point and compliance from the controller (both published
+//! over `watch` channels). Whatever has not been published yet is `null`, never a guess.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::schedule::{CapNow, NextChange};
+use crate::power::PowerSample;
+
+/// How a tier's new requests are admitted right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    Open,
+    /// Answered 429/503 with `Retry-After`.
+    Defer,
+    Reject,
+}
+
+/// The knobs as the power controller last set them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatingPoint {
+    pub max_seqs: usize,
+    pub max_tokens: usize,
+    /// Locked SM clock range (min, max) in MHz; `None` = unlocked.
+    pub sm_clock_mhz: Option<(u32, u32)>,
+    pub power_limit_watts: Option<f64>,
+    /// Per request tier (e.g. `interactive`, `batch`).
+    pub admission: BTreeMap<String, Admission>,
+}
+
+/// How well the cap has been kept, as the controller counts it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Compliance {
+    pub seconds_above_cap: f64,
+    pub windows_above_cap: u64,
+    pub window_seconds: f64,
+}
+
+/// The window "average power" is taken over.
+pub const AVERAGE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Recent (time, watts) totals, kept by a task that follows the power channel.
+#[derive(Default)]
+pub struct PowerWindow {
+    samples: Mutex<VecDeque<(Instant, f64)>>,
+}
+
+impl PowerWindow {
+    pub fn push(&self, at: Instant, watts: f64) {
+        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        s.push_back((at, watts));
+        // Keep a little more than the window so the average has its full second.
+        while s
+            .front()
+            .is_some_and(|(t, _)| at.saturating_duration_since(*t) > 2 * AVERAGE_WINDOW)
+        {
+            s.pop_front();
+        }
+    }
+
+    /// Mean of the samples within `AVERAGE_WINDOW` of the newest one.
+    pub fn average(&self) -> Option<f64> {
+        let s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let newest = s.back()?.0;
+        let recent: Vec<f64> = s
+            .iter()
+            .filter(|(t, _)| newest.saturating_duration_since(*t) <= AVERAGE_WINDOW)
+            .map(|(_, w)| *w)
+            .collect();
+        Some(recent.iter().sum::<f64>() / recent.len() as f64)
+    }
+
+    /// Follows `rx` until its sender is gone, recording every sample's total.
+    pub fn follow(
+        self: Arc<Self>,
+        mut rx: watch::Receiver<Option<PowerSample>>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                let latest = rx
+                    .borrow_and_update()
+                    .as_ref()
+                    .map(|s| (s.at, s.total_watts()));
+                if let Some((at, watts)) = latest {
+                    self.push(at, watts);
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+}
+
+/// Everything the status document is made of, gathered at one instant.
+pub struct StatusInputs<'a> {
+    pub at_unix: f64,
+    pub cap: &'a CapNow,
+    pub next_change: Option<&'a NextChange>,
+    pub default_cap: Option<f64>,
+    pub sample: Option<&'a PowerSample>,
+    pub average_watts: Option<f64>,
+    pub operating_point: Option<&'a OperatingPoint>,
+    pub compliance: Option<&'a Compliance>,
+}
+
+impl StatusInputs<'_> {
+    pub fn document(&self) -> Value {
+        let instant = self.sample.map(PowerSample::total_watts);
+        let headroom = match (self.cap.cap_watts, self.average_watts) {
+            (Some(cap), Some(avg)) => Some(cap - avg),
+            _ => None,
+        };
+        let devices: Option<Vec<Value>> = self.sample.map(|s| {
+            s.devices
+                .iter()
+                .map(|d| json!({"device": d.device, "power_watts": d.power_watts, "energy_joules": d.energy_joules,
+                                "sm_clock_mhz": d.sm_clock_mhz, "power_limit_watts": d.power_limit_watts}))
+                .collect()
+        });
+        json!({
+            "object": "grid.status",
+            "at": self.at_unix,
+            "cap": {
+                "watts": self.cap.cap_watts,
+                "target_watts": self.cap.target_watts,
+                "envelope_id": self.cap.envelope_id,
+                "ramping": self.cap.ramping,
+                "ramp_ends_at": self.cap.ramp_ends_at,
+                "default_watts": self.default_cap,
+            },
+            "next_change": self.next_change,
+            "power": {
+                "source": self.sample.map(|s| s.source.as_str()),
+                "measured": self.sample.map(|s| s.source.is_measured()),
+                "instant_watts": instant,
+                "average_1s_watts": self.average_watts,
+                "sample_age_seconds": self.sample.map(|s| s.at.elapsed().as_secs_f64()),
+                "devices": devices,
+            },
+            "headroom_watts": headroom,
+            "operating_point": self.operating_point,
+            "compliance": self.compliance,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn average_covers_the_last_second_only() {
+        let w = PowerWindow::default();
+        assert_eq!(w.average(), None);
+        let t0 = Instant::now();
+        w.push(t0, 1000.0);
+        w.push(t0 + Duration::from_millis(1500), 100.0);
+        w.push(t0 + Duration::from_millis(2000), 300.0);
+        assert_eq!(w.average(), Some(200.0));
+    }
+
+    #[test]
+    fn unknown_figures_are_null() {
+        let cap = CapNow {
+            cap_watts: None,
+            target_watts: None,
+            envelope_id: None,
+            ramping: false,
+            ramp_ends_at: None,
+        };
+        let doc = StatusInputs {
+            at_unix: 1.0,
+            cap: &cap,
+            next_change: None,
+            default_cap: None,
+            sample: None,
+            average_watts: None,
+            operating_point: None,
+            compliance: None,
+        }
+        .document();
+        for pointer in [
+            "/cap/watts",
+            "/power/instant_watts",
+            "/power/source",
+            "/headroom_watts",
+            "/operating_point",
+            "/compliance",
+            "/next_change",
+        ] {
+            assert_eq!(doc.pointer(pointer), Some(&Value::Null), "{pointer}");
+        }
+    }
+}
