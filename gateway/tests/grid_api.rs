@@ -7,7 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{grid_config, json, start, Options};
 use gridserve::grid::auth::{sha256, Credentials};
-use gridserve::grid::{GridConfig, OperatingPoint};
+use gridserve::grid::GridConfig;
+use gridserve::power::controller::{Decision, Mode, TierAdmission};
+use gridserve::power::ClockRange;
 use gridserve::power::{DeviceSample, EnergySource, PowerSample};
 use serde_json::{json, Value};
 
@@ -379,12 +381,22 @@ async fn status_shows_cap_next_change_power_and_only_what_is_known() {
             .send_replace(Some(sample(w, t0 + Duration::from_millis(ms))));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let point = OperatingPoint {
-        max_seqs: 8,
-        max_tokens: 128,
-        sm_clock_mhz: Some((900, 1200)),
+    let point = Decision {
+        mode: Mode::Tracking,
+        target_watts: Some(650.0),
+        measured_watts: Some(300.0),
+        effort: 0.8,
+        budget: gridserve::engine::StepBudget {
+            max_seqs: 8,
+            max_tokens: 128,
+        },
+        sm_clock: Some(ClockRange {
+            min_mhz: 900,
+            max_mhz: 1200,
+        }),
         power_limit_watts: None,
-        admission: Default::default(),
+        admission: TierAdmission::OPEN,
+        preempt_flexible: false,
     };
     s.feeds.operating_point.send_replace(Some(point));
     let (_, st) = get(&s, "/v1/grid/status").await;
@@ -397,6 +409,9 @@ async fn status_shows_cap_next_change_power_and_only_what_is_known() {
     assert_eq!(st["power"]["source"], "estimate");
     assert_eq!(st["headroom_watts"].as_f64(), Some(400.0));
     assert_eq!(st["operating_point"]["sm_clock_mhz"], json!([900, 1200]));
+    assert_eq!(st["operating_point"]["mode"], "tracking");
+    assert_eq!(st["operating_point"]["budget"]["max_seqs"], 8);
+    assert_eq!(st["operating_point"]["admission"]["flexible"], "admit");
     assert_eq!(st["compliance"], Value::Null, "not published yet");
 }
 

@@ -18,12 +18,13 @@ use tokio::sync::watch;
 
 pub use envelope::{Envelope, Interval, Origin};
 pub use schedule::{CapNow, NextChange, Schedule};
-pub use status::{Admission, Compliance, OperatingPoint};
+pub use status::Compliance;
 pub use store::Store;
 
+use crate::power::controller::Decision;
 use crate::power::PowerSample;
 use crate::GatewayError;
-use status::{PowerWindow, StatusInputs};
+use status::{FollowedPower, StatusInputs};
 
 /// The `[grid]` config section, validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,7 +56,7 @@ impl GridConfig {
 /// its figure at the last value sent (`null` if none was).
 pub struct GridFeeds {
     pub power: watch::Sender<Option<PowerSample>>,
-    pub operating_point: watch::Sender<Option<OperatingPoint>>,
+    pub operating_point: watch::Sender<Option<Decision>>,
     pub compliance: watch::Sender<Option<Compliance>>,
 }
 
@@ -69,8 +70,8 @@ struct Inner {
     store: Store,
     live: watch::Sender<Arc<[Envelope]>>,
     power: watch::Receiver<Option<PowerSample>>,
-    window: Arc<PowerWindow>,
-    operating_point: watch::Receiver<Option<OperatingPoint>>,
+    window: Arc<FollowedPower>,
+    operating_point: watch::Receiver<Option<Decision>>,
     compliance: watch::Receiver<Option<Compliance>>,
 }
 
@@ -90,7 +91,7 @@ impl GridState {
         let (power_tx, power) = watch::channel(None);
         let (op_tx, operating_point) = watch::channel(None);
         let (compliance_tx, compliance) = watch::channel(None);
-        let window = Arc::new(PowerWindow::default());
+        let window = Arc::new(FollowedPower::default());
         window.clone().follow(power.clone());
         let state = GridState {
             inner: Arc::new(Inner {

@@ -1,8 +1,7 @@
 //! What `GET /v1/grid/status` reports and where each figure comes from: power from the power
-//! monitor's samples, the operating point and compliance from the controller (both published
+//! monitor's samples, the operating point (the controller's last `Decision`) and compliance from the controller (both published
 //! over `watch` channels). Whatever has not been published yet is `null`, never a guess.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,29 +10,8 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::schedule::{CapNow, NextChange};
+use crate::power::controller::{Decision, PowerWindow};
 use crate::power::PowerSample;
-
-/// How a tier's new requests are admitted right now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Admission {
-    Open,
-    /// Answered 429/503 with `Retry-After`.
-    Defer,
-    Reject,
-}
-
-/// The knobs as the power controller last set them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OperatingPoint {
-    pub max_seqs: usize,
-    pub max_tokens: usize,
-    /// Locked SM clock range (min, max) in MHz; `None` = unlocked.
-    pub sm_clock_mhz: Option<(u32, u32)>,
-    pub power_limit_watts: Option<f64>,
-    /// Per request tier (e.g. `interactive`, `batch`).
-    pub admission: BTreeMap<String, Admission>,
-}
 
 /// How well the cap has been kept, as the controller counts it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -46,35 +24,26 @@ pub struct Compliance {
 /// The window "average power" is taken over.
 pub const AVERAGE_WINDOW: Duration = Duration::from_secs(1);
 
-/// Recent (time, watts) totals, kept by a task that follows the power channel.
+/// The power channel's recent totals (for the 1 s average), kept by a task that follows it.
 #[derive(Default)]
-pub struct PowerWindow {
-    samples: Mutex<VecDeque<(Instant, f64)>>,
+pub struct FollowedPower {
+    window: Mutex<PowerWindow>,
 }
 
-impl PowerWindow {
+impl FollowedPower {
     pub fn push(&self, at: Instant, watts: f64) {
-        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        s.push_back((at, watts));
-        // Keep a little more than the window so the average has its full second.
-        while s
-            .front()
-            .is_some_and(|(t, _)| at.saturating_duration_since(*t) > 2 * AVERAGE_WINDOW)
-        {
-            s.pop_front();
-        }
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(at, watts);
     }
 
     /// Mean of the samples within `AVERAGE_WINDOW` of the newest one.
     pub fn average(&self) -> Option<f64> {
-        let s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        let newest = s.back()?.0;
-        let recent: Vec<f64> = s
-            .iter()
-            .filter(|(t, _)| newest.saturating_duration_since(*t) <= AVERAGE_WINDOW)
-            .map(|(_, w)| *w)
-            .collect();
-        Some(recent.iter().sum::<f64>() / recent.len() as f64)
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .mean_watts(AVERAGE_WINDOW)
     }
 
     /// Follows `rx` until its sender is gone, recording every sample's total.
@@ -107,7 +76,7 @@ pub struct StatusInputs<'a> {
     pub default_cap: Option<f64>,
     pub sample: Option<&'a PowerSample>,
     pub average_watts: Option<f64>,
-    pub operating_point: Option<&'a OperatingPoint>,
+    pub operating_point: Option<&'a Decision>,
     pub compliance: Option<&'a Compliance>,
 }
 
@@ -158,7 +127,7 @@ mod tests {
 
     #[test]
     fn average_covers_the_last_second_only() {
-        let w = PowerWindow::default();
+        let w = FollowedPower::default();
         assert_eq!(w.average(), None);
         let t0 = Instant::now();
         w.push(t0, 1000.0);

@@ -61,7 +61,7 @@ pub struct Decision {
     #[serde(serialize_with = "budget_json")]
     pub budget: StepBudget,
     /// Locked SM clocks (None: unlocked, the default).
-    #[serde(serialize_with = "clock_json")]
+    #[serde(serialize_with = "clock_json", rename = "sm_clock_mhz")]
     pub sm_clock: Option<ClockRange>,
     /// Per-device power limit (None: the hardware default).
     pub power_limit_watts: Option<f64>,
