@@ -16,6 +16,8 @@
 //! `s²` scales every switching term (dynamic power ∝ C·V²·f); HBM energy per byte does not
 //! depend on the SM voltage, which is why clock locking saves so much in memory-bound decode.
 
+use gridserve_models::StepBatch;
+
 use super::profile::GpuProfile;
 use super::shape::ModelShape;
 
@@ -60,6 +62,28 @@ impl StepComposition {
             prefill_tokens,
             prefill_mean_context_tokens,
         }
+    }
+
+    /// What a scheduler's batch runs: a sequence with one token at `start_pos > 0` is a decode
+    /// with context `start_pos + 1` (its new token attends to itself too); anything else is a
+    /// prompt chunk whose tokens attend on average to `start_pos + len/2` earlier tokens.
+    pub fn from_batch(batch: &StepBatch) -> Self {
+        let mut out = Self::default();
+        let mut prefill_context_sum = 0.0;
+        for s in &batch.seqs {
+            let len = s.tokens.len() as f64;
+            if s.tokens.len() == 1 && s.start_pos > 0 {
+                out.decode_seqs += 1;
+                out.decode_context_tokens += (s.start_pos + 1) as f64;
+            } else {
+                out.prefill_tokens += len;
+                prefill_context_sum += len * (s.start_pos as f64 + len / 2.0);
+            }
+        }
+        if out.prefill_tokens > 0.0 {
+            out.prefill_mean_context_tokens = prefill_context_sum / out.prefill_tokens;
+        }
+        out
     }
 
     pub fn is_empty(&self) -> bool {
@@ -149,5 +173,44 @@ pub fn step_cost(
         power_watts,
         memory_seconds,
         compute_seconds,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gridserve_models::{SeqStep, StepBatch};
+
+    use super::StepComposition;
+
+    fn seq(id: u64, tokens: usize, start_pos: usize) -> SeqStep {
+        SeqStep {
+            seq: id,
+            tokens: vec![1; tokens],
+            start_pos,
+            block_table: Vec::new(),
+            sample: true,
+        }
+    }
+
+    #[test]
+    fn from_batch_splits_decodes_from_prefill_chunks() {
+        let batch = StepBatch {
+            // Two decodes (contexts 11 and 101), a first chunk of 100 tokens (mean context
+            // 50), a later chunk of 50 at 200 (mean 225) and a one-token prompt at 0 (prefill).
+            seqs: vec![
+                seq(1, 1, 10),
+                seq(2, 1, 100),
+                seq(3, 100, 0),
+                seq(4, 50, 200),
+                seq(5, 1, 0),
+            ],
+        };
+        let c = StepComposition::from_batch(&batch);
+        assert_eq!(c.decode_seqs, 2);
+        assert_eq!(c.decode_context_tokens, 112.0);
+        assert_eq!(c.prefill_tokens, 151.0);
+        let expected = (100.0 * 50.0 + 50.0 * 225.0 + 0.5) / 151.0;
+        assert!((c.prefill_mean_context_tokens - expected).abs() < 1e-9);
+        assert!(StepComposition::from_batch(&StepBatch::default()).is_empty());
     }
 }
