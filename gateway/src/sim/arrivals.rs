@@ -107,7 +107,7 @@ impl Workload {
     pub fn arrivals(&self, seed: u64) -> Arrivals<'_> {
         match self {
             Self::Poisson(p) => Arrivals::Poisson {
-                rng: StdRng::seed_from_u64(seed),
+                rng: Box::new(StdRng::seed_from_u64(seed)),
                 at_seconds: 0.0,
                 spec: p,
             },
@@ -189,7 +189,7 @@ fn validate_poisson(
 /// Arrivals in time order (endless for Poisson; the fleet stops at the scenario's end).
 pub enum Arrivals<'a> {
     Poisson {
-        rng: StdRng,
+        rng: Box<StdRng>,
         at_seconds: f64,
         spec: &'a PoissonWorkload,
     },
