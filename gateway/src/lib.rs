@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod model;
 pub mod power;
 pub mod server;
+pub mod sim;
 pub mod twin;
 
 pub use error::GatewayError;

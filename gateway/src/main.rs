@@ -47,6 +47,8 @@ enum Command {
     /// The GPU digital twin.
     #[command(subcommand)]
     Twin(TwinCommand),
+    /// Replay a scenario against the GPU twin in virtual time (scheduler, no model).
+    Simulate(gridserve::sim::SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -118,6 +120,10 @@ fn main() -> anyhow::Result<()> {
         Command::Twin(TwinCommand::Validate(args)) => {
             let passed = gridserve::twin::validate::run_cli(&cli.config, &args)?;
             anyhow::ensure!(passed, "twin validation: rows outside tolerance");
+            Ok(())
+        }
+        Command::Simulate(args) => {
+            gridserve::sim::run_cli(&cli.config, &args)?;
             Ok(())
         }
     }

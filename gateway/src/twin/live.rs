@@ -226,24 +226,6 @@ mod tests {
     }
 
     #[test]
-    fn batches_become_decode_and_prefill_compositions() {
-        let batch = StepBatch {
-            seqs: vec![seq(0, 99, 1), seq(1, 9, 1), seq(2, 0, 10), seq(3, 10, 30)],
-        };
-        let step = StepComposition::from_batch(&batch);
-        assert_eq!(step.decode_seqs, 2);
-        assert_eq!(step.decode_context_tokens, 110.0);
-        assert_eq!(step.prefill_tokens, 40.0);
-        // (10 × 5 + 30 × 25) / 40: each chunk's tokens see on average half of themselves.
-        assert_eq!(step.prefill_mean_context_tokens, 20.0);
-        // A one-token prompt at position 0 is a prefill, not a decode.
-        let first = StepComposition::from_batch(&StepBatch {
-            seqs: vec![seq(0, 0, 1)],
-        });
-        assert_eq!((first.decode_seqs, first.prefill_tokens), (0, 1.0));
-    }
-
-    #[test]
     fn live_twin_meters_steps_with_gpu_energy_and_reports_twin_power() {
         let mut twin = twin();
         let decode = StepBatch {

@@ -31,6 +31,7 @@ struct RawLimits {
     sm_clock_max_mhz: u32,
     sm_clock_default_mhz: u32,
     hbm_bandwidth_bytes_per_second: f64,
+    hbm_bytes: f64,
     dense_bf16_flops_per_second: f64,
 }
 
@@ -127,6 +128,8 @@ pub struct GpuProfile {
     pub sm_clock_max_mhz: u32,
     pub sm_clock_default_mhz: u32,
     pub hbm_bandwidth_bytes_per_second: f64,
+    /// HBM capacity of one GPU, bytes (`limits.hbm_bytes`): weights plus KV cache must fit.
+    pub hbm_bytes: f64,
     pub dense_bf16_flops_per_second: f64,
     pub model: ModelConstants,
     pub firmware: FirmwareConstants,
@@ -186,6 +189,7 @@ impl GpuProfile {
             "limits.hbm_bandwidth_bytes_per_second",
             l.hbm_bandwidth_bytes_per_second,
         )?;
+        positive("limits.hbm_bytes", l.hbm_bytes)?;
         positive(
             "limits.dense_bf16_flops_per_second",
             l.dense_bf16_flops_per_second,
@@ -212,6 +216,7 @@ impl GpuProfile {
             sm_clock_max_mhz: l.sm_clock_max_mhz,
             sm_clock_default_mhz: l.sm_clock_default_mhz,
             hbm_bandwidth_bytes_per_second: l.hbm_bandwidth_bytes_per_second,
+            hbm_bytes: l.hbm_bytes,
             dense_bf16_flops_per_second: l.dense_bf16_flops_per_second,
             model,
             firmware,

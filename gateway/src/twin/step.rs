@@ -175,3 +175,42 @@ pub fn step_cost(
         compute_seconds,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use gridserve_models::{SeqStep, StepBatch};
+
+    use super::StepComposition;
+
+    fn seq(id: u64, tokens: usize, start_pos: usize) -> SeqStep {
+        SeqStep {
+            seq: id,
+            tokens: vec![1; tokens],
+            start_pos,
+            block_table: Vec::new(),
+            sample: true,
+        }
+    }
+
+    #[test]
+    fn from_batch_splits_decodes_from_prefill_chunks() {
+        let batch = StepBatch {
+            // Two decodes (contexts 11 and 101), a first chunk of 100 tokens (mean context
+            // 50), a later chunk of 50 at 200 (mean 225) and a one-token prompt at 0 (prefill).
+            seqs: vec![
+                seq(1, 1, 10),
+                seq(2, 1, 100),
+                seq(3, 100, 0),
+                seq(4, 50, 200),
+                seq(5, 1, 0),
+            ],
+        };
+        let c = StepComposition::from_batch(&batch);
+        assert_eq!(c.decode_seqs, 2);
+        assert_eq!(c.decode_context_tokens, 112.0);
+        assert_eq!(c.prefill_tokens, 151.0);
+        let expected = (100.0 * 50.0 + 50.0 * 225.0 + 0.5) / 151.0;
+        assert!((c.prefill_mean_context_tokens - expected).abs() < 1e-9);
+        assert!(StepComposition::from_batch(&StepBatch::default()).is_empty());
+    }
+}

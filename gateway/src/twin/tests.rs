@@ -245,6 +245,11 @@ fn twin_rejects_bad_profiles() {
         good.replace("sm_clock_min_mhz = 345", "sm_clock_min_mhz = 2500"),
         good.replace("clock_step_mhz = 15", "clock_step_mhz = 0"),
         good.replace("[telemetry]", "[telemetry]\nsurprise = 1"),
+        good.replace("hbm_bytes = 80e9", "hbm_bytes = 0.0"),
+        good.lines()
+            .filter(|l| !l.starts_with("hbm_bytes"))
+            .collect::<Vec<_>>()
+            .join("\n"),
         good.lines()
             .filter(|l| !l.starts_with("energy_per_byte_joules"))
             .collect::<Vec<_>>()
