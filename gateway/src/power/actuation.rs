@@ -3,7 +3,7 @@
 //! controller's ladder so it steers with the knobs it still has. `restore` puts the hardware
 //! back (clocks unlocked, power limit at its maximum) on a clean exit.
 
-use super::controller::{Controller, Decision};
+use super::controller::Decision;
 use super::notes::Notes;
 use super::{ClockRange, PowerActuator};
 use crate::GatewayError;
@@ -13,33 +13,36 @@ pub struct Actuation {
     /// What was last applied (None: nothing yet, so the first decision is always applied).
     clock: Option<Option<ClockRange>>,
     power_limit: Option<Option<f64>>,
+    /// Knobs the hardware refused for good; never tried again.
+    clock_refused: bool,
+    power_limit_refused: bool,
     notes: Notes,
     /// Failed actuator calls, for status and tests.
     pub failures: u64,
 }
 
+/// Knobs refused for good by the last `apply`: the controller should steer without them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    pub clock: bool,
+    pub power_limit: bool,
+}
+
 impl Actuation {
-    pub fn apply(
-        &mut self,
-        decision: &Decision,
-        actuator: &mut dyn PowerActuator,
-        controller: &mut Controller,
-    ) {
-        if self.clock != Some(decision.sm_clock) && controller.settings().ladder.clock.is_some() {
+    /// Applies what changed since the last call; returns the knobs newly refused for good.
+    pub fn apply(&mut self, decision: &Decision, actuator: &mut dyn PowerActuator) -> Refusals {
+        let mut refusals = Refusals::default();
+        if self.clock != Some(decision.sm_clock) && !self.clock_refused {
             match actuator.set_sm_clock(decision.sm_clock) {
                 Ok(()) => self.clock = Some(decision.sm_clock),
                 Err(e) => {
-                    self.refused("clock", &e);
-                    if is_permanent(&e) {
-                        controller.drop_clock_knob();
-                    }
+                    refusals.clock = self.refused("clock", &e);
+                    self.clock_refused = refusals.clock;
                 }
             }
         }
         let wanted = decision.power_limit_watts;
-        if self.power_limit != Some(wanted)
-            && controller.settings().power_limit_range_watts.is_some()
-        {
+        if self.power_limit != Some(wanted) && !self.power_limit_refused {
             let watts = match wanted {
                 Some(w) => Ok(w),
                 None => actuator.limits().map(|l| l.power_limit_max_watts),
@@ -47,13 +50,12 @@ impl Actuation {
             match watts.and_then(|w| actuator.set_power_limit(w)) {
                 Ok(()) => self.power_limit = Some(wanted),
                 Err(e) => {
-                    self.refused("power limit", &e);
-                    if is_permanent(&e) {
-                        controller.drop_power_limit_knob();
-                    }
+                    refusals.power_limit = self.refused("power limit", &e);
+                    self.power_limit_refused = refusals.power_limit;
                 }
             }
         }
+        refusals
     }
 
     /// Unlocks the clocks and sets the power limit back to its maximum.
@@ -75,9 +77,11 @@ impl Actuation {
         self.power_limit = None;
     }
 
-    fn refused(&mut self, knob: &str, e: &GatewayError) {
+    /// Says why a knob failed (once per distinct error); returns whether it is for good.
+    fn refused(&mut self, knob: &str, e: &GatewayError) -> bool {
         self.failures += 1;
-        let what = if is_permanent(e) {
+        let permanent = is_permanent(e);
+        let what = if permanent {
             "steering without it"
         } else {
             "will retry"
@@ -86,6 +90,7 @@ impl Actuation {
             &format!("{knob}: {e}"),
             &format!("cannot set the {knob}: {e}; {what}"),
         );
+        permanent
     }
 }
 
@@ -103,7 +108,7 @@ mod tests {
 
     use super::*;
     use crate::engine::StepBudget;
-    use crate::power::controller::{ClockKnob, ControllerSettings, Ladder};
+    use crate::power::controller::{ClockKnob, Controller, ControllerSettings, Ladder};
     use crate::power::{ActuatorLimits, DeviceSample, EnergySource, PowerSample};
 
     /// Records calls; refuses clocks (no root) when asked to.
@@ -186,8 +191,8 @@ mod tests {
         let (mut c, mut hw, mut act) = (controller(), Recorder::default(), Actuation::default());
         let t0 = Instant::now();
         let d = c.tick(t0, Some(&sample(t0, 390.0)), Some(300.0));
-        act.apply(&d, &mut hw, &mut c);
-        act.apply(&d, &mut hw, &mut c);
+        act.apply(&d, &mut hw);
+        act.apply(&d, &mut hw);
         assert_eq!(hw.limit_calls, vec![300.0], "applied once");
         assert_eq!(hw.clock_calls.len(), 1);
         act.restore(&mut hw);
@@ -206,7 +211,8 @@ mod tests {
         for i in 0..5u64 {
             let at = t0 + Duration::from_millis(100 * i);
             let d = c.tick(at, Some(&sample(at, 390.0)), Some(200.0));
-            act.apply(&d, &mut hw, &mut c);
+            let refusals = act.apply(&d, &mut hw);
+            c.drop_refused(refusals);
         }
         assert_eq!(
             hw.clock_calls.len(),

@@ -16,7 +16,7 @@ mod rapl;
 mod shared;
 mod types;
 
-pub use actuation::Actuation;
+pub use actuation::{Actuation, Refusals};
 pub use cpu::{CpuPowerModel, EstimateSensor};
 pub use detect::{detect, PowerBackend};
 pub use monitor::{publish_gauges, PowerMonitor};

@@ -4,10 +4,13 @@
 use std::time::Instant;
 
 use super::arrivals::Arrival;
-use super::policy::FixedPolicy;
+use super::policy::{AdaptivePolicy, CapLimitPolicy, FixedPolicy, Policy};
 use super::replica::Replica;
-use super::scenario::Scenario;
+use super::scenario::{PolicyKind, Scenario};
 use super::stats::Recorder;
+use crate::engine::EnginePolicy;
+use crate::power::controller::{Controller, ControllerConfig, Hardware};
+use crate::power::ActuatorLimits;
 use crate::GatewayError;
 
 /// A finished run: the replicas as they ended and what was recorded.
@@ -19,19 +22,57 @@ pub struct FleetRun {
     pub unfinished: u64,
 }
 
-/// Builds one replica per scenario replica, each with its own fixed policy.
-pub fn build_replicas(s: &Scenario) -> Vec<Replica> {
+/// Builds one replica per scenario replica, each with its own policy of the scenario's kind.
+pub fn build_replicas(s: &Scenario, controller: &ControllerConfig) -> Vec<Replica> {
     (0..s.replicas)
         .map(|_| {
-            Replica::new(
-                &s.hardware,
-                Box::new(FixedPolicy::new(s.policy.clone())),
-                s.policy.budget,
-                s.policy.tick_seconds,
-                s.replicas,
-            )
+            let (policy, tick_seconds) = policy(s, controller);
+            let engine = EnginePolicy {
+                deferral_deadline: controller.deferral_deadline,
+                ..EnginePolicy::open(s.policy.budget)
+            };
+            Replica::new(&s.hardware, policy, engine, tick_seconds, s.replicas)
         })
         .collect()
+}
+
+/// One replica's policy and how often it ticks (the controller at its own period).
+fn policy(s: &Scenario, controller: &ControllerConfig) -> (Box<dyn Policy>, f64) {
+    let hw = &s.hardware;
+    let p = &hw.profile;
+    let gpus = hw.tensor_parallel as usize;
+    match s.policy.kind {
+        PolicyKind::Fixed => (
+            Box::new(FixedPolicy::new(s.policy.clone())),
+            s.policy.tick_seconds,
+        ),
+        PolicyKind::CapLimit => {
+            let policy = CapLimitPolicy {
+                budget: s.policy.budget,
+                gpus,
+                power_limit_range_watts: (p.power_limit_min_watts, p.power_limit_max_watts),
+            };
+            (Box::new(policy), s.policy.tick_seconds)
+        }
+        PolicyKind::Adaptive => {
+            let hardware = Hardware {
+                limits: Some(ActuatorLimits {
+                    power_limit_min_watts: p.power_limit_min_watts,
+                    power_limit_max_watts: p.power_limit_max_watts,
+                    sm_clock_min_mhz: p.sm_clock_min_mhz,
+                    sm_clock_max_mhz: p.sm_clock_max_mhz,
+                }),
+                devices: gpus,
+                floor_watts: p.idle_watts * gpus as f64,
+                max_watts: p.power_limit_max_watts * gpus as f64,
+            };
+            let settings = controller.settings(&hardware, s.policy.budget);
+            let policy = AdaptivePolicy {
+                controller: Controller::new(settings),
+            };
+            (Box::new(policy), controller.period.as_secs_f64())
+        }
+    }
 }
 
 /// The index of the replica with the fewest outstanding requests (lowest index on ties).
@@ -53,9 +94,9 @@ fn earliest_busy(replicas: &[Replica], end: f64) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// Runs the scenario with its fixed policy.
-pub fn run(s: &Scenario) -> Result<FleetRun, GatewayError> {
-    run_with(s, build_replicas(s))
+/// Runs the scenario with its policy.
+pub fn run(s: &Scenario, controller: &ControllerConfig) -> Result<FleetRun, GatewayError> {
+    run_with(s, build_replicas(s, controller))
 }
 
 /// Runs the scenario on the given replicas (tests and other policies build their own).

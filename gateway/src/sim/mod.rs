@@ -4,7 +4,7 @@
 //!
 //! - `scenario` (+ `arrivals`, `envelope`): the scenario file, validated.
 //! - `backend`: the model stand-in (token 1 always, so requests run to their length).
-//! - `policy`: the sans-IO policy seam (`FixedPolicy` now; an adaptive controller later).
+//! - `policy`: the sans-IO policies (fixed, power limit = cap, gridserve's controller).
 //! - `replica`: twin + scheduler + backend + policy on one virtual clock.
 //! - `fleet`: replicas in global time order with join-shortest-queue routing.
 //! - `stats`, `report`: histograms, time bins, the summary and the time series.
@@ -45,6 +45,9 @@ pub struct SimulateArgs {
     /// Override the scenario's `replicas`.
     #[arg(long)]
     pub replicas: Option<usize>,
+    /// Override the scenario's `policy.kind`.
+    #[arg(long, value_enum)]
+    pub policy: Option<scenario::PolicyKind>,
 }
 
 /// Runs a scenario: loads it (GPUs and models from the folder of `config_file`), simulates,
@@ -57,9 +60,11 @@ pub fn run_cli(config_file: &Path, args: &SimulateArgs) -> Result<Summary, Gatew
     let overrides = Overrides {
         duration_seconds: args.duration_seconds,
         replicas: args.replicas,
+        policy: args.policy,
     };
     let scenario = Scenario::load(&args.scenario, config_dir, &overrides)?;
-    let run = fleet::run(&scenario)?;
+    let controller = crate::config::Config::load(config_file)?.controller;
+    let run = fleet::run(&scenario, &controller)?;
     let summary = Summary::from_run(&scenario, &run);
     let out = args
         .out

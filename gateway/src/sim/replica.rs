@@ -10,11 +10,12 @@ use gridserve_models::{ModelBackend, SeqId};
 use super::arrivals::Arrival;
 use super::backend::{sim_request, SimBackend};
 use super::envelope::Envelope;
-use super::policy::{Decision, Policy, PolicyInput};
+use super::policy::{Policy, PolicyInput};
 use super::scenario::{Hardware, BLOCK_SIZE};
 use super::stats::{Recorder, Span};
-use crate::engine::{Scheduler, SeqEvent, StepBudget};
-use crate::power::{PowerActuator, PowerSensor};
+use crate::engine::{EnginePolicy, Priority, Scheduler, SeqEvent};
+use crate::power::controller::Decision;
+use crate::power::{Actuation, PowerSensor};
 use crate::twin::{StepComposition, TwinCluster};
 use crate::GatewayError;
 
@@ -31,7 +32,9 @@ pub struct Replica {
     scheduler: Scheduler,
     backend: SimBackend,
     policy: Box<dyn Policy>,
-    budget: StepBudget,
+    /// What the last decision lets the engine do.
+    engine_policy: EnginePolicy,
+    actuation: Actuation,
     /// Virtual seconds since the simulation started.
     clock_seconds: f64,
     /// `Instant` that virtual time 0 maps to (the scheduler's `now`).
@@ -47,7 +50,7 @@ impl Replica {
     pub fn new(
         hw: &Hardware,
         policy: Box<dyn Policy>,
-        budget: StepBudget,
+        engine_policy: EnginePolicy,
         tick_seconds: f64,
         replicas: usize,
     ) -> Self {
@@ -61,7 +64,8 @@ impl Replica {
             scheduler: Scheduler::new(backend.info()),
             backend,
             policy,
-            budget,
+            engine_policy,
+            actuation: Actuation::default(),
             clock_seconds: 0.0,
             base: Instant::now(),
             tick_seconds,
@@ -111,13 +115,15 @@ impl Replica {
     }
 
     /// Consults the policy if a tick is due and applies its decision.
-    fn maybe_tick(&mut self, envelope: &Envelope) -> Result<(), GatewayError> {
+    fn maybe_tick(&mut self, envelope: &Envelope, rec: &mut Recorder) -> Result<(), GatewayError> {
         if self.clock_seconds < self.next_tick_seconds {
             return Ok(());
         }
         let sample = self.cluster.sample()?;
+        let now = Duration::from_secs_f64(self.clock_seconds);
         let input = PolicyInput {
-            now: Duration::from_secs_f64(self.clock_seconds),
+            now,
+            at: self.base + now,
             sample: &sample,
             cap_watts: envelope
                 .cap_at(self.clock_seconds)
@@ -126,7 +132,7 @@ impl Replica {
             waiting: self.scheduler.num_waiting(),
         };
         let decision = self.policy.tick(&input);
-        self.apply(decision)?;
+        self.apply(&decision, rec);
         let ticks = (self.clock_seconds / self.tick_seconds).floor() + 1.0;
         self.next_tick_seconds = ticks * self.tick_seconds;
         if self.next_tick_seconds <= self.clock_seconds {
@@ -135,17 +141,23 @@ impl Replica {
         Ok(())
     }
 
-    fn apply(&mut self, d: Decision) -> Result<(), GatewayError> {
-        if let Some(budget) = d.budget {
-            self.budget = budget;
+    /// Applies a decision as `serve` does: knobs through `Actuation` (only what changed), the
+    /// budget, admission gates and preemption on the scheduler; deferred requests past their
+    /// deadline are refused.
+    fn apply(&mut self, d: &Decision, rec: &mut Recorder) {
+        let refusals = self.actuation.apply(d, &mut self.cluster);
+        self.policy.refused(refusals);
+        self.engine_policy = d.engine_policy(self.engine_policy.deferral_deadline);
+        self.scheduler.set_gate(self.engine_policy.gate);
+        if self.engine_policy.preempt_flexible {
+            self.scheduler.preempt_tier(Priority::Flexible);
         }
-        if let Some(range) = d.sm_clock {
-            self.cluster.set_sm_clock(range)?;
+        let now = self.base + Duration::from_secs_f64(self.clock_seconds);
+        let deadline = self.engine_policy.deferral_deadline;
+        for id in self.scheduler.expire_deferred(now, deadline) {
+            self.tracks.remove(&id);
+            rec.refused += 1;
         }
-        if let Some(watts) = d.power_limit_watts {
-            self.cluster.set_power_limit(watts)?;
-        }
-        Ok(())
     }
 
     fn span(&self, start_seconds: f64, energy_joules: f64, clock_mhz: u32) -> Span {
@@ -162,9 +174,14 @@ impl Replica {
 
     /// Runs one engine step; records its energy, tokens and latencies.
     pub fn step(&mut self, envelope: &Envelope, rec: &mut Recorder) -> Result<(), GatewayError> {
-        self.maybe_tick(envelope)?;
+        self.maybe_tick(envelope, rec)?;
+        if !self.scheduler.has_runnable_work() {
+            // Only deferred work: wait for the next tick, which may open the gate.
+            let next_tick = self.next_tick_seconds;
+            return self.idle_until(next_tick, next_tick - self.clock_seconds, envelope, rec);
+        }
         let now = self.base + Duration::from_secs_f64(self.clock_seconds);
-        let plan = self.scheduler.schedule(self.budget, now);
+        let plan = self.scheduler.schedule(self.engine_policy.budget, now);
         if plan.batch.seqs.is_empty() {
             return Err(GatewayError::Bench(
                 "simulate: the scheduler produced an empty step with work pending".into(),
@@ -233,7 +250,7 @@ impl Replica {
         rec: &mut Recorder,
     ) -> Result<(), GatewayError> {
         while self.clock_seconds < t_seconds {
-            self.maybe_tick(envelope)?;
+            self.maybe_tick(envelope, rec)?;
             let to_tick = self.next_tick_seconds - self.clock_seconds;
             let dt = (t_seconds - self.clock_seconds)
                 .min(chunk_seconds)

@@ -30,6 +30,7 @@ pub struct Summary {
     pub simulated_seconds: f64,
     pub requests_arrived: u64,
     pub requests_completed: u64,
+    pub requests_refused: u64,
     pub requests_unfinished: u64,
     pub prompt_tokens: u64,
     pub output_tokens: u64,
@@ -127,6 +128,7 @@ impl Summary {
             simulated_seconds,
             requests_arrived: rec.arrived,
             requests_completed: rec.completed,
+            requests_refused: rec.refused,
             requests_unfinished: run.unfinished,
             prompt_tokens: rec.prompt_tokens,
             output_tokens: rec.output_tokens,
@@ -180,8 +182,11 @@ impl Summary {
             (
                 "requests",
                 format!(
-                    "{} arrived, {} completed, {} unfinished",
-                    self.requests_arrived, self.requests_completed, self.requests_unfinished
+                    "{} arrived, {} completed, {} refused, {} unfinished",
+                    self.requests_arrived,
+                    self.requests_completed,
+                    self.requests_refused,
+                    self.requests_unfinished
                 ),
             ),
             (

@@ -43,6 +43,7 @@ struct RawHardware {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
+    kind: Option<PolicyKind>,
     max_seqs: Option<usize>,
     max_tokens: Option<usize>,
     sm_clock_mhz: Option<u32>,
@@ -69,9 +70,23 @@ pub struct Hardware {
     pub kv_blocks: usize,
 }
 
-/// The fixed policy's knobs, set once at t = 0, and how often a policy is consulted.
+/// Which policy steers the replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// Fixed batch cap, clock lock and power limit.
+    Fixed,
+    /// Each GPU's power limit set to its share of the cap (today's `nvidia-smi -pl`).
+    CapLimit,
+    /// gridserve's controller (`[controller]` in the config).
+    Adaptive,
+}
+
+/// The policy, the fixed policy's knobs, and how often a policy is consulted.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyConfig {
+    pub kind: PolicyKind,
+    /// The step budget (the adaptive policy's maximum).
     pub budget: StepBudget,
     /// Lock the SM clock to exactly this (min = max), MHz.
     pub sm_clock_mhz: Option<u32>,
@@ -100,6 +115,7 @@ pub struct Scenario {
 pub struct Overrides {
     pub duration_seconds: Option<f64>,
     pub replicas: Option<usize>,
+    pub policy: Option<PolicyKind>,
 }
 
 pub(super) fn bad(key: &str, why: impl std::fmt::Display) -> GatewayError {
@@ -145,7 +161,8 @@ impl Scenario {
             return Err(bad("replicas", "must be at least 1"));
         }
         let hardware = validate_hardware(&raw.hardware, config_dir)?;
-        let policy = validate_policy(&raw.policy, &hardware.profile)?;
+        let mut policy = validate_policy(&raw.policy, &hardware.profile)?;
+        policy.kind = over.policy.unwrap_or(policy.kind);
         let workload = Workload::validate(&raw.workload, base_dir, &hardware)?;
         let envelope = match &raw.envelope {
             Some(e) => Envelope::validate(e, base_dir)?,
@@ -260,6 +277,7 @@ fn validate_policy(raw: &RawPolicy, profile: &GpuProfile) -> Result<PolicyConfig
     }
     let tick_seconds = positive("policy.tick_seconds", raw.tick_seconds.unwrap_or(0.1))?;
     Ok(PolicyConfig {
+        kind: raw.kind.unwrap_or(PolicyKind::Fixed),
         budget,
         sm_clock_mhz: raw.sm_clock_mhz,
         power_limit_watts: raw.power_limit_watts,

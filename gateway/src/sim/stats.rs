@@ -95,6 +95,8 @@ pub struct Recorder {
     pub e2e: Histogram<u64>,
     pub arrived: u64,
     pub completed: u64,
+    /// Deferred by the policy past their deadline and refused (503 in `serve`).
+    pub refused: u64,
     pub prompt_tokens: u64,
     pub output_tokens: u64,
     /// Bins of the time series period, and 1 s bins for the cap.
@@ -113,6 +115,7 @@ impl Recorder {
             e2e: hist(),
             arrived: 0,
             completed: 0,
+            refused: 0,
             prompt_tokens: 0,
             output_tokens: 0,
             series: Bins::new(timeseries_period_seconds),

@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use crate::engine::StepBudget;
+use std::time::Duration;
+
+use crate::engine::{AdmissionGate, EnginePolicy, StepBudget};
 use crate::power::ClockRange;
 
 /// Whether new work of one priority tier is taken in.
@@ -68,6 +70,23 @@ pub struct Decision {
     pub admission: TierAdmission,
     /// Preempt running flexible sequences now (their KV is freed; they are recomputed later).
     pub preempt_flexible: bool,
+}
+
+impl Decision {
+    /// What the engine must do: its budget, which tiers may leave the queue, and whether to
+    /// preempt flexible work. A tier that is rejected is closed too (new ones are refused at
+    /// the door; queued ones wait for their deadline).
+    pub fn engine_policy(&self, deferral_deadline: Duration) -> EnginePolicy {
+        EnginePolicy {
+            budget: self.budget,
+            gate: AdmissionGate {
+                standard: self.admission.standard == Admission::Admit,
+                flexible: self.admission.flexible == Admission::Admit,
+            },
+            preempt_flexible: self.preempt_flexible,
+            deferral_deadline,
+        }
+    }
 }
 
 fn budget_json<S: serde::Serializer>(b: &StepBudget, s: S) -> Result<S::Ok, S::Error> {

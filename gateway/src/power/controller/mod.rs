@@ -28,7 +28,7 @@ pub use ladder::{ClockKnob, Ladder};
 pub use model::PowerModel;
 pub use window::PowerWindow;
 
-use super::PowerSample;
+use super::{PowerSample, Refusals};
 
 /// The controller's constants (from `[controller]` in the config, or a scenario).
 #[derive(Clone, Debug, PartialEq)]
@@ -94,14 +94,15 @@ impl Controller {
         &self.settings
     }
 
-    /// The clock cannot be set here (no permission, not supported): steer without it.
-    pub fn drop_clock_knob(&mut self) {
-        self.settings.ladder.clock = None;
-    }
-
-    /// The power limit cannot be set here: no backstop, the other knobs still steer.
-    pub fn drop_power_limit_knob(&mut self) {
-        self.settings.power_limit_range_watts = None;
+    /// Stops using knobs the hardware refused for good (no permission, not supported) and
+    /// steers with the rest.
+    pub fn drop_refused(&mut self, refused: Refusals) {
+        if refused.clock {
+            self.settings.ladder.clock = None;
+        }
+        if refused.power_limit {
+            self.settings.power_limit_range_watts = None;
+        }
     }
 
     /// One control step. `sample` is the newest reading (None if none arrived since the

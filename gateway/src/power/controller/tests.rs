@@ -77,8 +77,8 @@ impl Loop {
     fn period(&mut self, cap: Option<f64>, sensor_alive: bool) -> Decision {
         let sample = sensor_alive.then(|| self.twin.sample().unwrap());
         let d = self.controller.tick(self.now(), sample.as_ref(), cap);
-        self.actuation
-            .apply(&d, &mut self.twin, &mut self.controller);
+        let refusals = self.actuation.apply(&d, &mut self.twin);
+        self.controller.drop_refused(refusals);
         assert_eq!(self.actuation.failures, 0);
         let batch = self.demand.min(d.budget.max_seqs as u32);
         let step = StepComposition::uniform(batch, 1000.0, 0.0, 0.0);
