@@ -12,6 +12,7 @@ use crate::engine::StepBudget;
 use crate::grid::auth::{parse_sha256_hex, Credentials, TokenHash};
 use crate::grid::GridConfig;
 use crate::power::controller::{ControllerConfig, RawControllerConfig};
+use crate::power::CpuScope;
 use crate::GatewayError;
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +54,7 @@ struct RawGrid {
 #[serde(deny_unknown_fields)]
 struct RawPower {
     sensor: SensorChoice,
+    cpu_estimate_scope: CpuScope,
     cpu_idle_watts: f64,
     cpu_watts_per_busy_core: f64,
     powercap_root: PathBuf,
@@ -167,6 +169,7 @@ impl TryFrom<String> for SensorChoice {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PowerConfig {
     pub sensor: SensorChoice,
+    pub cpu_estimate_scope: CpuScope,
     pub cpu_idle_watts: f64,
     pub cpu_watts_per_busy_core: f64,
     pub powercap_root: PathBuf,
@@ -301,6 +304,7 @@ impl RawPower {
         }
         Ok(PowerConfig {
             sensor: self.sensor,
+            cpu_estimate_scope: self.cpu_estimate_scope,
             cpu_idle_watts: self.cpu_idle_watts,
             cpu_watts_per_busy_core: self.cpu_watts_per_busy_core,
             powercap_root: base.join(self.powercap_root),

@@ -10,6 +10,7 @@ pub mod grid;
 pub mod metrics;
 pub mod model;
 pub mod power;
+pub mod serve_power;
 pub mod server;
 pub mod sim;
 pub mod twin;

@@ -17,8 +17,10 @@ use crate::api::{self, ApiConfig, AppState, ReadyModel};
 use crate::config::Config;
 use crate::engine::{spawn_metered_engine, EnginePolicy, EngineThread, StepBudget, StepMeter};
 use crate::grid::auth::Credentials;
-use crate::grid::{GridConfig, GridState};
-use crate::power::{PowerMonitor, PowerSensor};
+use crate::grid::{GridConfig, GridFeeds, GridState};
+use crate::power::controller::ControllerConfig;
+use crate::power::PowerMonitor;
+use crate::serve_power::PowerParts;
 use crate::GatewayError;
 
 /// What serving needs from a loaded model; produced in the background after binding.
@@ -28,8 +30,9 @@ pub struct ModelParts {
     pub chat: ChatTemplate,
     /// Measures each step's energy for per-request accounting (None: no energy figures).
     pub meter: Option<Box<dyn StepMeter>>,
-    /// Read by the power monitor for the power, clock and limit gauges (None: no gauges).
-    pub sensor: Option<Box<dyn PowerSensor>>,
+    /// The power sensor and actuator for the monitor and the controller (None: no power
+    /// figures beyond the meter's, no control).
+    pub power: Option<PowerParts>,
 }
 
 /// The serving knobs, separate from the model so tests can serve a fake backend.
@@ -42,6 +45,7 @@ pub struct ServeOptions {
     pub grid: GridConfig,
     /// Accepted operator tokens and API keys.
     pub credentials: Credentials,
+    pub controller: ControllerConfig,
 }
 
 impl ServeOptions {
@@ -53,6 +57,7 @@ impl ServeOptions {
             drain_timeout: config.server.drain_timeout,
             grid: config.grid.clone(),
             credentials: config.credentials.clone().with_env(),
+            controller: config.controller.clone(),
         }
     }
 }
@@ -69,18 +74,15 @@ pub async fn bind(config: &Config) -> Result<TcpListener, GatewayError> {
 pub fn load_model(config: &Config) -> Result<ModelParts, GatewayError> {
     let served = crate::model::load(&config.model, &config.engine)?;
     tracing::info!(model = %config.model.path.display(), load_s = served.load_time.as_secs_f64(), "model loaded");
-    let power = crate::power::detect(&config.power)?;
+    let (meter, power) = PowerParts::split(crate::power::detect(&config.power)?);
     Ok(ModelParts {
         backend: Box::new(served.loaded.backend),
         tokenizer: served.loaded.tokenizer,
         chat: served.chat,
-        meter: Some(power.meter),
-        sensor: Some(power.sensor),
+        meter: Some(meter),
+        power: Some(power),
     })
 }
-
-/// How often the power monitor samples the sensor for the gauges (and grid status).
-const POWER_MONITOR_PERIOD: Duration = Duration::from_millis(100);
 
 /// Serves until `shutdown` resolves, then drains: new requests get 503, in-flight ones may
 /// finish for `drain_timeout`, then they are cut (finish_reason "abort"). A failed model load
@@ -94,11 +96,9 @@ pub async fn run(
     // The store is loaded before anything is served, so the envelope in force after a restart
     // applies from the first request on, and an unusable data dir stops the server here.
     let grid_config = opts.grid.clone();
-    let (grid, _feeds) = tokio::task::spawn_blocking(move || GridState::open(grid_config))
+    let (grid, feeds) = tokio::task::spawn_blocking(move || GridState::open(grid_config))
         .await
         .map_err(|e| GatewayError::Store(format!("opening the grid store: {e}")))??;
-    // `_feeds` lives until the server stops: the power monitor and the controller will publish
-    // through it; until they do, status reports their figures as null.
     let state = AppState::new(
         opts.api.clone(),
         crate::metrics::install(),
@@ -112,7 +112,8 @@ pub async fn run(
         let (state, engine_thread, opts) = (state.clone(), engine_thread.clone(), opts.clone());
         let monitor = monitor.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = start_engine(load, &opts, &state, &engine_thread, &monitor) {
+            let started = start_engine(load, &opts, &state, feeds, &engine_thread, &monitor);
+            if let Err(e) = started {
                 tracing::error!("cannot serve: {e}");
                 let _ = load_failed_tx.send(e);
             }
@@ -176,21 +177,27 @@ fn start_engine(
     load: impl FnOnce() -> Result<ModelParts, GatewayError>,
     opts: &ServeOptions,
     state: &AppState,
+    feeds: GridFeeds,
     slot: &Mutex<Option<EngineThread>>,
     monitor_slot: &Mutex<Option<PowerMonitor>>,
 ) -> Result<(), GatewayError> {
     let parts = load()?;
-    if let Some(sensor) = parts.sensor {
-        let monitor = PowerMonitor::spawn(sensor, POWER_MONITOR_PERIOD)
-            .map_err(|e| GatewayError::Config(format!("starting the power monitor: {e}")))?;
+    let open = EnginePolicy {
+        deferral_deadline: opts.controller.deferral_deadline,
+        ..EnginePolicy::open(opts.step_budget)
+    };
+    // The control loop owns the sender; without one the open policy stays put (a watch
+    // receiver keeps the last value after its sender is gone).
+    let (policy_tx, budget_rx) = watch::channel(open);
+    if let Some(power) = parts.power {
+        let c = &opts.controller;
+        let monitor =
+            crate::serve_power::start(power, c, opts.step_budget, state.grid(), feeds, policy_tx)?;
         if let Ok(mut m) = monitor_slot.lock() {
             *m = Some(monitor);
         }
     }
     let model_name = parts.backend.info().model_name.clone();
-    // The power controller will own the sender; until then the configured budget stays put
-    // (a watch receiver keeps the last value after its sender is gone).
-    let (_, budget_rx) = watch::channel(EnginePolicy::open(opts.step_budget));
     let (engine, thread) = spawn_metered_engine(
         parts.backend,
         parts.meter,

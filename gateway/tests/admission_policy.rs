@@ -24,6 +24,7 @@ fn policy(flexible_open: bool, deadline: Duration, preempt_flexible: bool) -> En
             flexible: flexible_open,
         },
         preempt_flexible,
+        duty_cycle: 1.0,
         deferral_deadline: deadline,
     }
 }

@@ -51,6 +51,7 @@ async fn request_energies_add_up_to_the_measured_total() {
         drain_timeout: Duration::from_secs(1),
         grid: common::grid_config(data.path()),
         credentials: Default::default(),
+        controller: common::controller_config(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let load = move || {

@@ -395,6 +395,7 @@ async fn status_shows_cap_next_change_power_and_only_what_is_known() {
             max_mhz: 1200,
         }),
         power_limit_watts: None,
+        duty_cycle: 1.0,
         admission: TierAdmission::OPEN,
         preempt_flexible: false,
     };
@@ -438,6 +439,7 @@ async fn run_on(
             ..grid_config(dir)
         },
         credentials: credentials(),
+        controller: common::controller_config(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let load = || Ok(common::model_parts(Duration::ZERO));
@@ -517,6 +519,7 @@ async fn an_unwritable_data_dir_stops_the_server_before_it_serves() {
         drain_timeout: Duration::from_millis(100),
         grid: grid_config(&file.join("data")),
         credentials: credentials(),
+        controller: common::controller_config(),
     };
     let load = || Ok(common::model_parts(Duration::ZERO));
     let run = gridserve::server::run(listener, opts, load, std::future::pending());

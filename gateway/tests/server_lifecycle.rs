@@ -35,6 +35,7 @@ async fn serve(drain: Duration, load_delay: Duration, step_delay: Duration) -> R
         drain_timeout: drain,
         grid: common::grid_config(data.path()),
         credentials: Default::default(),
+        controller: common::controller_config(),
     };
     let load = move || {
         std::thread::sleep(load_delay);
@@ -199,6 +200,7 @@ async fn a_model_that_fails_to_load_ends_the_server_with_its_error() {
         drain_timeout: Duration::from_millis(100),
         grid: common::grid_config(data.path()),
         credentials: Default::default(),
+        controller: common::controller_config(),
     };
     let load = || Err(GatewayError::Config("no such model file".into()));
     let out = tokio::time::timeout(

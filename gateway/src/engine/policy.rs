@@ -12,6 +12,9 @@ pub struct EnginePolicy {
     pub gate: AdmissionGate,
     /// Preempt running flexible sequences before the next step.
     pub preempt_flexible: bool,
+    /// Share of time spent computing: below 1 the engine pauses after each step for
+    /// step time × (1 − d) / d (the power knob of hardware without clock control).
+    pub duty_cycle: f64,
     /// How long a deferred request may wait before it is refused (503 with Retry-After).
     pub deferral_deadline: Duration,
 }
@@ -23,6 +26,7 @@ impl EnginePolicy {
             budget,
             gate: AdmissionGate::OPEN,
             preempt_flexible: false,
+            duty_cycle: 1.0,
             deferral_deadline: Duration::from_secs(600),
         }
     }

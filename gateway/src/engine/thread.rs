@@ -25,6 +25,17 @@ const DEFERRED_POLL: Duration = Duration::from_millis(20);
 /// `Retry-After` for a request refused at its deferral deadline.
 const DEFERRED_RETRY_AFTER: Duration = Duration::from_secs(60);
 
+/// Longest pause after one step, so a tiny duty cycle cannot stall the thread for long.
+const MAX_PAUSE: Duration = Duration::from_millis(500);
+
+/// Pauses so that computing takes `duty_cycle` of the time: step × (1 − d) / d.
+fn pause_for_duty_cycle(step: Duration, duty_cycle: f64) {
+    if duty_cycle < 1.0 && duty_cycle > 0.0 {
+        let pause = step.mul_f64((1.0 - duty_cycle) / duty_cycle).min(MAX_PAUSE);
+        std::thread::sleep(pause);
+    }
+}
+
 /// Timing and routing of one live request.
 struct Live {
     events: mpsc::UnboundedSender<EngineEvent>,
@@ -148,7 +159,9 @@ impl Engine {
             let policy = *self.policy.borrow();
             self.apply(&policy);
             if self.sched.has_runnable_work() {
+                let started = Instant::now();
                 self.step(policy);
+                pause_for_duty_cycle(started.elapsed(), policy.duty_cycle);
             }
             self.publish_status();
         }

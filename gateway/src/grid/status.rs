@@ -16,8 +16,12 @@ use crate::power::PowerSample;
 /// How well the cap has been kept, as the controller counts it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Compliance {
-    pub seconds_above_cap: f64,
+    /// Whole 1 s windows observed while a cap was in force, and those whose mean power was
+    /// over the cap.
+    pub windows_capped: u64,
     pub windows_above_cap: u64,
+    pub seconds_above_cap: f64,
+    /// The window length (1 s).
     pub window_seconds: f64,
 }
 

@@ -155,6 +155,7 @@ mod tests {
             gain_proportional: 0.2,
             gain_integral_per_second: 1.0,
             ladder: Ladder {
+                duty_cycle_floor: 0.2,
                 clock: Some(ClockKnob {
                     floor_mhz: 600,
                     max_mhz: 1400,

@@ -1,12 +1,13 @@
 //! The CPU power estimate used when nothing measures power: idle watts plus watts per busy
-//! core, times the busy cores measured from `/proc/stat` between samples. Labelled `estimate`
-//! everywhere, because it is a model, not a measurement.
+//! core, times the busy cores measured between samples — gridserve's own (`/proc/self/stat`,
+//! the default: its energy figures and its cap then cover the work it controls) or the whole
+//! machine's (`/proc/stat`). Labelled `estimate` everywhere: it is a model, not a measurement.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::counter::EnergyMeter;
-use super::proc_stat::{busy_cores, parse_proc_stat, ProcStat};
+use super::proc_stat::{busy_cores, parse_proc_stat, parse_self_stat_ticks, ProcStat};
 use super::{DeviceSample, EnergySource, PowerSample, PowerSensor};
 use crate::GatewayError;
 
@@ -23,11 +24,24 @@ impl CpuPowerModel {
     }
 }
 
+/// Whose busy cores the estimate counts (`[power] cpu_estimate_scope`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuScope {
+    /// This process's threads (`/proc/self/stat`).
+    Process,
+    /// Every process on the machine (`/proc/stat`).
+    System,
+}
+
 /// Estimated CPU power. Source: `estimate`.
 pub struct EstimateSensor {
     model: CpuPowerModel,
+    scope: CpuScope,
     stat_path: PathBuf,
     prev: ProcStat,
+    /// Process scope: CPU ticks and when they were read.
+    prev_process: Option<(Instant, u64)>,
     /// Busy cores of the last interval that had any ticks; reused for an interval too short
     /// for the kernel's 10 ms tick, instead of reporting idle.
     busy_cores: f64,
@@ -37,19 +51,26 @@ pub struct EstimateSensor {
 impl EstimateSensor {
     /// Reads `/proc/stat` once: the first interval starts now, and until one has elapsed the
     /// utilisation since boot stands in.
-    pub fn open(model: CpuPowerModel) -> Result<Self, GatewayError> {
+    pub fn open(model: CpuPowerModel, scope: CpuScope) -> Result<Self, GatewayError> {
         let path = Path::new("/proc/stat");
         let first = read_proc_stat(path)?;
         let mut sensor = Self::new(model, path.to_owned());
+        sensor.scope = scope;
         sensor.observe(Instant::now(), first);
+        if scope == CpuScope::Process {
+            sensor.prev_process = Some((Instant::now(), read_process_ticks()?));
+        }
         Ok(sensor)
     }
 
+    /// A system-scope sensor reading `stat_path`.
     pub fn new(model: CpuPowerModel, stat_path: PathBuf) -> Self {
         Self {
             model,
+            scope: CpuScope::System,
             stat_path,
             prev: ProcStat::default(),
+            prev_process: None,
             busy_cores: 0.0,
             meter: EnergyMeter::new(1.0, None),
         }
@@ -62,6 +83,27 @@ impl EstimateSensor {
             self.busy_cores = busy_cores(&self.prev, &stat);
         }
         self.prev = stat;
+        self.record(at)
+    }
+
+    /// Process scope: `ticks` of this process's CPU time read at `at`.
+    pub fn observe_process(&mut self, at: Instant, ticks: u64) -> PowerSample {
+        if let Some((prev_at, prev_ticks)) = self.prev_process {
+            let seconds = at.saturating_duration_since(prev_at).as_secs_f64();
+            // Shorter than a few kernel ticks: too coarse to tell, keep the last figure.
+            if seconds >= 0.05 {
+                let cpu_seconds =
+                    ticks.saturating_sub(prev_ticks) as f64 / clock_ticks_per_second();
+                self.busy_cores = cpu_seconds / seconds;
+                self.prev_process = Some((at, ticks));
+            }
+        } else {
+            self.prev_process = Some((at, ticks));
+        }
+        self.record(at)
+    }
+
+    fn record(&mut self, at: Instant) -> PowerSample {
         let power_watts = self.model.watts(self.busy_cores);
         self.meter.integrate(at, power_watts);
         PowerSample {
@@ -83,6 +125,24 @@ impl EstimateSensor {
     }
 }
 
+/// USER_HZ, the unit of `/proc/*/stat` times.
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
+fn read_process_ticks() -> Result<u64, GatewayError> {
+    let text = std::fs::read_to_string("/proc/self/stat").map_err(|e| {
+        GatewayError::PowerUnavailable(format!("CPU estimate (/proc/self/stat: {e})"))
+    })?;
+    parse_self_stat_ticks(&text).map_err(GatewayError::Power)
+}
+
 fn read_proc_stat(path: &Path) -> Result<ProcStat, GatewayError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         GatewayError::PowerUnavailable(format!("CPU estimate ({}: {e})", path.display()))
@@ -96,8 +156,13 @@ impl PowerSensor for EstimateSensor {
     }
 
     fn sample(&mut self) -> Result<PowerSample, GatewayError> {
-        let stat = read_proc_stat(&self.stat_path)?;
-        Ok(self.observe(Instant::now(), stat))
+        match self.scope {
+            CpuScope::System => {
+                let stat = read_proc_stat(&self.stat_path)?;
+                Ok(self.observe(Instant::now(), stat))
+            }
+            CpuScope::Process => Ok(self.observe_process(Instant::now(), read_process_ticks()?)),
+        }
     }
 }
 
@@ -156,9 +221,18 @@ mod tests {
     fn this_machine_proc_stat_is_readable() {
         // Linux only; elsewhere there is no estimate to make.
         if cfg!(target_os = "linux") {
-            let mut s = EstimateSensor::open(MODEL).unwrap();
+            let mut s = EstimateSensor::open(MODEL, CpuScope::System).unwrap();
             let w = s.sample().unwrap().total_watts();
             assert!(w >= 20.0, "{w}");
+            let mut own = EstimateSensor::open(MODEL, CpuScope::Process).unwrap();
+            // Burn ~100 ms of CPU on this thread: about one busy core.
+            let start = Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < Duration::from_millis(100) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            let busy = own.sample().unwrap().total_watts();
+            assert!((26.0..=20.0 + 12.0 * 4.0).contains(&busy), "{busy} W");
         }
     }
 }

@@ -21,6 +21,10 @@ pub struct PowerBackend {
     pub actuator: Option<Box<dyn PowerActuator>>,
     /// For the engine: each step's energy, from the same device as `sensor`.
     pub meter: Box<dyn StepMeter>,
+    /// Idle power and the most the devices can draw together, when this backend knows them
+    /// (the controller's prior and the point above which a cap does not bind).
+    pub floor_watts: Option<f64>,
+    pub max_watts: Option<f64>,
     pub why: String,
 }
 
@@ -34,7 +38,13 @@ pub fn detect(config: &PowerConfig) -> Result<PowerBackend, GatewayError> {
         &config.sensor,
         open_nvml,
         || Ok(only(RaplSensor::open(&config.powercap_root)?)),
-        || Ok(only(EstimateSensor::open(model)?)),
+        || {
+            let mut b = only(EstimateSensor::open(model, config.cpu_estimate_scope)?);
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (b.floor_watts, b.max_watts) =
+                (Some(model.watts(0.0)), Some(model.watts(cores as f64)));
+            Ok(b)
+        },
         |gpu, shape| open_twin(&config.twin_config_dir, gpu, shape),
     )?;
     tracing::info!(source = %backend.sensor.source().as_str(), "power sensor: {}", backend.why);
@@ -53,7 +63,10 @@ fn open_twin(
     shape: Option<&str>,
 ) -> Result<PowerBackend, GatewayError> {
     let twin = LiveTwin::open(dir, gpu, shape)?;
+    let (floor_watts, max_watts) = twin.power_range_watts();
     Ok(PowerBackend {
+        floor_watts: Some(floor_watts),
+        max_watts: Some(max_watts),
         why: format!("GPU digital twin: {}, as configured", twin.describe()),
         sensor: Box::new(twin.clone()),
         actuator: Some(Box::new(twin.clone())),
@@ -68,6 +81,8 @@ fn only(sensor: impl PowerSensor + 'static) -> PowerBackend {
         meter: Box::new(SensorMeter::new(Box::new(shared.clone()))),
         sensor: Box::new(shared),
         actuator: None,
+        floor_watts: None,
+        max_watts: None,
         why: String::new(),
     }
 }
@@ -219,6 +234,7 @@ mod tests {
     fn twin_choice_opens_a_twin_with_an_actuator_and_a_twin_meter() {
         let mut config = PowerConfig {
             sensor: "twin:h100".parse().unwrap(),
+            cpu_estimate_scope: crate::power::CpuScope::Process,
             cpu_idle_watts: 20.0,
             cpu_watts_per_busy_core: 12.0,
             powercap_root: PathBuf::from("/nonexistent"),
@@ -241,6 +257,7 @@ mod tests {
     fn this_machine_sensor_reads_two_samples() {
         let config = PowerConfig {
             sensor: SensorChoice::Auto,
+            cpu_estimate_scope: crate::power::CpuScope::System,
             cpu_idle_watts: 20.0,
             cpu_watts_per_busy_core: 12.0,
             powercap_root: PathBuf::from("/sys/class/powercap"),

@@ -2,6 +2,8 @@
 //! synchronous traits so the same controller runs on NVML, the CPU and the GPU twin.
 
 mod actuation;
+mod compliance;
+mod control_loop;
 pub mod controller;
 mod counter;
 mod cpu;
@@ -17,9 +19,11 @@ mod shared;
 mod types;
 
 pub use actuation::{Actuation, Refusals};
-pub use cpu::{CpuPowerModel, EstimateSensor};
+pub use compliance::ComplianceCounter;
+pub use control_loop::{ControlLoop, ControlOutputs};
+pub use cpu::{CpuPowerModel, CpuScope, EstimateSensor};
 pub use detect::{detect, PowerBackend};
-pub use monitor::{publish_gauges, PowerMonitor};
+pub use monitor::{publish_gauges, PowerMonitor, SampleHook};
 pub use nvml::NvmlSensor;
 pub use nvml_actuator::NvmlActuator;
 pub use nvml_api::{map_error as map_nvml_error, throttle_reason_names, NvmlDevice};

@@ -1,11 +1,12 @@
 //! The power monitor: samples the sensor at a fixed period on its own thread, publishes the
-//! `gridserve_power_watts` / `_sm_clock_hertz` / `_power_limit_watts` gauges, and shares the
-//! latest sample through a `watch` channel (grid status and the controller read it).
+//! `gridserve_power_watts` / `_sm_clock_hertz` / `_power_limit_watts` gauges, shares the
+//! latest sample through a `watch` channel (grid status reads it) and hands every sample to
+//! a hook (the control loop).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics::gauge;
 use tokio::sync::watch;
@@ -29,6 +30,13 @@ pub fn publish_gauges(sample: &PowerSample) {
     }
 }
 
+/// Called on the monitor thread after every sampling attempt (`None`: the sensor failed).
+pub trait SampleHook: Send {
+    fn on_sample(&mut self, now: Instant, sample: Option<&PowerSample>);
+    /// The monitor is stopping (clean shutdown).
+    fn on_stop(&mut self) {}
+}
+
 /// A running monitor; stops (and joins) when dropped.
 pub struct PowerMonitor {
     stop: Arc<AtomicBool>,
@@ -37,10 +45,16 @@ pub struct PowerMonitor {
 }
 
 impl PowerMonitor {
-    /// Samples `sensor` every `period`. A failing sensor is logged once per failure streak;
-    /// the last good sample stays published (its `at` shows how old it is).
-    pub fn spawn(mut sensor: Box<dyn PowerSensor>, period: Duration) -> std::io::Result<Self> {
-        let (tx, latest) = watch::channel(None);
+    /// Samples `sensor` every `period` into `tx`, then calls `hook`. A failing sensor is
+    /// logged once per failure streak; the last good sample stays published (its `at` shows
+    /// how old it is).
+    pub fn spawn(
+        mut sensor: Box<dyn PowerSensor>,
+        period: Duration,
+        tx: watch::Sender<Option<PowerSample>>,
+        mut hook: Option<Box<dyn SampleHook>>,
+    ) -> std::io::Result<Self> {
+        let latest = tx.subscribe();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
@@ -48,19 +62,28 @@ impl PowerMonitor {
             .spawn(move || {
                 let mut failing = false;
                 while !stopping.load(Ordering::Relaxed) {
-                    match sensor.sample() {
+                    let sample = match sensor.sample() {
                         Ok(sample) => {
                             publish_gauges(&sample);
-                            tx.send_replace(Some(sample));
+                            tx.send_replace(Some(sample.clone()));
                             failing = false;
+                            Some(sample)
                         }
-                        Err(e) if !failing => {
-                            tracing::warn!("power sensor failed: {e}");
+                        Err(e) => {
+                            if !failing {
+                                tracing::warn!("power sensor failed: {e}");
+                            }
                             failing = true;
+                            None
                         }
-                        Err(_) => {}
+                    };
+                    if let Some(h) = hook.as_mut() {
+                        h.on_sample(Instant::now(), sample.as_ref());
                     }
                     std::thread::sleep(period);
+                }
+                if let Some(h) = hook.as_mut() {
+                    h.on_stop();
                 }
             })?;
         Ok(Self {
@@ -87,8 +110,6 @@ impl Drop for PowerMonitor {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
     use crate::power::{DeviceSample, EnergySource};
     use crate::GatewayError;
@@ -118,7 +139,9 @@ mod tests {
     #[test]
     fn monitor_publishes_fresh_samples_and_gauges() {
         let handle = crate::metrics::install();
-        let monitor = PowerMonitor::spawn(Box::new(Ramp(0.0)), Duration::from_millis(5)).unwrap();
+        let (tx, _) = watch::channel(None);
+        let monitor =
+            PowerMonitor::spawn(Box::new(Ramp(0.0)), Duration::from_millis(5), tx, None).unwrap();
         let mut rx = monitor.subscribe();
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut seen = 0.0;

@@ -57,6 +57,25 @@ fn parse_cpu_fields<'a>(words: impl Iterator<Item = &'a str>) -> Result<CpuTimes
     })
 }
 
+/// This process's CPU time (user + system, all threads) in USER_HZ ticks, from the text of
+/// `/proc/self/stat`. Fields after the command name (which may hold spaces and parentheses,
+/// hence the last `)`) start at field 3; utime and stime are fields 14 and 15.
+pub fn parse_self_stat_ticks(text: &str) -> Result<u64, String> {
+    let after = text
+        .rfind(')')
+        .map(|i| &text[i + 1..])
+        .ok_or("/proc/self/stat: no `)` after the command name")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64, String> {
+        let w = fields
+            .get(n - 3)
+            .ok_or(format!("/proc/self/stat: no field {n}"))?;
+        w.parse()
+            .map_err(|_| format!("/proc/self/stat: bad field {n} `{w}`"))
+    };
+    Ok(field(14)? + field(15)?)
+}
+
 /// How many cores were busy on average between two snapshots (0 ..= `now.cpus`). Counters that
 /// went backwards (CPU hot-unplug) or an empty interval give 0 rather than nonsense.
 pub fn busy_cores(prev: &ProcStat, now: &ProcStat) -> f64 {
@@ -134,5 +153,15 @@ cpu1 100 5 50 425 20 0 0 0 0 0
         assert!(parse_proc_stat("intr 1 2\n").is_err());
         assert!(parse_proc_stat("cpu 1 x 3 4\n").is_err());
         assert!(parse_proc_stat("cpu 1 2\n").is_err());
+    }
+
+    #[test]
+    fn process_ticks_are_utime_plus_stime_even_with_odd_command_names() {
+        let text = "4242 (grid serve) (x)) S 1 4242 4242 0 -1 4194560 500 0 0 0 \
+                    1234 567 0 0 20 0 9 0 100 0 0";
+        assert_eq!(parse_self_stat_ticks(text), Ok(1801));
+        assert!(parse_self_stat_ticks("4242 (x) S 1 2").is_err());
+        let mine = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(parse_self_stat_ticks(&mine).is_ok());
     }
 }

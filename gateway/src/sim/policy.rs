@@ -46,6 +46,7 @@ fn fixed(budget: StepBudget, sm_clock: Option<ClockRange>, power_limit: Option<f
         budget,
         sm_clock,
         power_limit_watts: power_limit,
+        duty_cycle: 1.0,
         admission: TierAdmission::OPEN,
         preempt_flexible: false,
     }

@@ -192,8 +192,17 @@ impl Replica {
         let start = self.clock_seconds;
         let running = self.scheduler.num_running();
         let waiting = self.scheduler.num_waiting();
-        let cost = self.cluster.advance(&composition);
+        let mut cost = self.cluster.advance(&composition);
         self.clock_seconds += cost.duration_seconds;
+        let duty = self.engine_policy.duty_cycle;
+        if duty > 0.0 && duty < 1.0 {
+            // The engine pauses between steps, as `serve` does; the pause is idle power.
+            let before = self.cluster.total_energy_joules();
+            let pause = cost.duration_seconds * (1.0 - duty) / duty;
+            self.cluster.idle(Duration::from_secs_f64(pause));
+            self.clock_seconds += pause;
+            cost.energy_joules += self.cluster.total_energy_joules() - before;
+        }
         let out = self.backend.step(&plan.batch)?;
         let events = self.scheduler.update(&plan, &out);
         let mut span = self.span(start, cost.energy_joules, clock_mhz);

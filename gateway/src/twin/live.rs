@@ -56,6 +56,19 @@ impl LiveTwin {
         Ok(Self::new(TwinCluster::new(profile, shape, None)))
     }
 
+    /// Idle power and the highest power limit, all GPUs together.
+    pub fn power_range_watts(&self) -> (f64, f64) {
+        match self.state() {
+            Ok(s) => {
+                let gpus = s.cluster.gpus();
+                let p = gpus[0].profile();
+                let n = gpus.len() as f64;
+                (p.idle_watts * n, p.power_limit_max_watts * n)
+            }
+            Err(_) => (0.0, f64::INFINITY),
+        }
+    }
+
     /// e.g. `1× H100 SXM running gemma-3-270m`.
     pub fn describe(&self) -> String {
         match self.state() {

@@ -126,6 +126,14 @@ pub struct TestServer {
     _data: Option<tempfile::TempDir>,
 }
 
+/// The shipped `[controller]` section.
+pub fn controller_config() -> gridserve::power::controller::ControllerConfig {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/default.toml");
+    gridserve::config::Config::load(Path::new(path))
+        .expect("default config")
+        .controller
+}
+
 /// Grid settings for tests: no default cap, no hardware minimum, no ramp.
 pub fn grid_config(data_dir: &Path) -> GridConfig {
     GridConfig {
@@ -329,6 +337,6 @@ pub fn metered_model_parts(
         tokenizer: tokenizer(),
         chat: ChatTemplate::from_source(template).expect("template compiles"),
         meter,
-        sensor: None,
+        power: None,
     }
 }

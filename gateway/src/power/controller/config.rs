@@ -24,6 +24,7 @@ pub struct RawControllerConfig {
     min_max_seqs: usize,
     min_max_tokens: usize,
     clock_floor_fraction: f64,
+    duty_cycle_floor: f64,
     deferral_deadline_seconds: f64,
 }
 
@@ -41,6 +42,8 @@ pub struct ControllerConfig {
     pub min_budget: StepBudget,
     /// Lowest SM clock the controller locks, as a fraction of the maximum.
     pub clock_floor_fraction: f64,
+    /// Lowest duty cycle when there is no clock to turn.
+    pub duty_cycle_floor: f64,
     pub deferral_deadline: Duration,
 }
 
@@ -61,6 +64,14 @@ fn fraction(key: &str, value: f64, max: f64) -> Result<f64, GatewayError> {
         Ok(value)
     } else {
         Err(bad(key, &format!("must be in [0, {max})")))
+    }
+}
+
+fn positive_fraction(key: &str, value: f64) -> Result<f64, GatewayError> {
+    if value > 0.0 && value <= 1.0 {
+        Ok(value)
+    } else {
+        Err(bad(key, "must be in (0, 1]"))
     }
 }
 
@@ -89,6 +100,7 @@ impl RawControllerConfig {
                 max_tokens: self.min_max_tokens,
             },
             clock_floor_fraction: fraction("clock_floor_fraction", self.clock_floor_fraction, 1.0)?,
+            duty_cycle_floor: positive_fraction("duty_cycle_floor", self.duty_cycle_floor)?,
             deferral_deadline: seconds(
                 "deferral_deadline_seconds",
                 self.deferral_deadline_seconds,
@@ -133,6 +145,7 @@ impl ControllerConfig {
             gain_integral_per_second: self.gain_integral_per_second,
             ladder: Ladder {
                 clock,
+                duty_cycle_floor: self.duty_cycle_floor,
                 max_budget,
                 min_budget,
             },

@@ -67,6 +67,8 @@ pub struct Decision {
     pub sm_clock: Option<ClockRange>,
     /// Per-device power limit (None: the hardware default).
     pub power_limit_watts: Option<f64>,
+    /// Share of time the engine computes (1: no pauses between steps).
+    pub duty_cycle: f64,
     pub admission: TierAdmission,
     /// Preempt running flexible sequences now (their KV is freed; they are recomputed later).
     pub preempt_flexible: bool,
@@ -84,6 +86,7 @@ impl Decision {
                 flexible: self.admission.flexible == Admission::Admit,
             },
             preempt_flexible: self.preempt_flexible,
+            duty_cycle: self.duty_cycle,
             deferral_deadline,
         }
     }

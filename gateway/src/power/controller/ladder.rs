@@ -1,8 +1,10 @@
 //! The effort ladder: one number in 0..=1 mapped onto the knobs in the order that costs
 //! tokens per joule least. From full effort down: first the SM clock falls to its floor
-//! (decode is memory-bound, so a lower clock saves power and barely slows it), then the step
-//! budget shrinks, and on the way flexible work is deferred and then preempted. Interactive
-//! work is touched last: the scheduler runs tiers in priority order inside any budget.
+//! (decode is memory-bound, so a lower clock saves power and barely slows it) — or, with no
+//! clock to turn (the CPU, or a GPU that refuses), the engine's duty cycle falls (it pauses
+//! between steps, keeping its batches whole) — then the step budget shrinks, and on the way
+//! flexible work is deferred and then preempted. Interactive work is touched last: the
+//! scheduler runs tiers in priority order inside any budget.
 
 use super::decision::{Admission, TierAdmission};
 use crate::engine::StepBudget;
@@ -19,6 +21,8 @@ pub struct ClockKnob {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ladder {
     pub clock: Option<ClockKnob>,
+    /// Lowest share of time the engine computes when there is no clock knob (0..=1).
+    pub duty_cycle_floor: f64,
     pub max_budget: StepBudget,
     pub min_budget: StepBudget,
 }
@@ -33,11 +37,21 @@ const CLOCK_SHARE: f64 = 0.6;
 impl Ladder {
     /// Effort at which the clock reaches its floor (budget cuts start below it).
     fn clock_floor_effort(&self) -> f64 {
-        if self.clock.is_some() {
+        if self.clock.is_some() || self.duty_cycle_floor < 1.0 {
             1.0 - CLOCK_SHARE
         } else {
             1.0
         }
+    }
+
+    /// The engine's duty cycle at `effort`: 1 (no pauses) whenever the clock does the work.
+    pub fn duty_cycle_at(&self, effort: f64) -> f64 {
+        if self.clock.is_some() {
+            return 1.0;
+        }
+        let from = self.clock_floor_effort();
+        let x = ((effort - from) / (1.0 - from)).clamp(0.0, 1.0);
+        self.duty_cycle_floor + (1.0 - self.duty_cycle_floor) * x
     }
 
     /// The clock lock at `effort` (None at full effort: unlocked, the hardware's choice).
@@ -102,6 +116,7 @@ mod tests {
                 floor_mhz: 1000,
                 max_mhz: 1980,
             }),
+            duty_cycle_floor: 1.0,
             max_budget: StepBudget {
                 max_seqs: 256,
                 max_tokens: 8192,
@@ -132,6 +147,25 @@ mod tests {
         assert_eq!(l.clock_at(0.3), None);
         assert_eq!(l.budget_at(1.0), l.max_budget);
         assert_eq!(l.budget_at(0.5).max_seqs, 32);
+    }
+
+    #[test]
+    fn without_a_clock_the_duty_cycle_falls_first() {
+        let l = Ladder {
+            duty_cycle_floor: 0.2,
+            ..ladder(false)
+        };
+        assert_eq!(l.duty_cycle_at(1.0), 1.0);
+        assert!((l.duty_cycle_at(0.7) - 0.6).abs() < 1e-9);
+        assert_eq!(l.duty_cycle_at(0.4), 0.2);
+        assert_eq!(l.budget_at(0.4), l.max_budget);
+        assert!(l.budget_at(0.2).max_seqs < l.max_budget.max_seqs);
+        // With a clock, the duty cycle stays whole.
+        let gpu = Ladder {
+            duty_cycle_floor: 0.2,
+            ..ladder(true)
+        };
+        assert_eq!(gpu.duty_cycle_at(0.4), 1.0);
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl Controller {
                 self.feed_back(target, watts, dt);
             }
         }
-        let saturated = self.effort <= 0.0 && watts > target;
+        let saturated = self.effort < 0.01 && watts > target;
         let mode = if saturated {
             Mode::Saturated
         } else {
@@ -224,6 +224,7 @@ impl Controller {
             effort: self.effort,
             budget: ladder.budget_at(self.effort),
             sm_clock: ladder.clock_at(self.effort),
+            duty_cycle: ladder.duty_cycle_at(self.effort),
             power_limit_watts,
             admission,
             preempt_flexible,

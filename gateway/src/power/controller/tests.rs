@@ -25,6 +25,7 @@ fn settings() -> ControllerSettings {
         gain_proportional: 0.2,
         gain_integral_per_second: 1.0,
         ladder: Ladder {
+            duty_cycle_floor: 0.2,
             clock: Some(ClockKnob {
                 floor_mhz: 600,
                 max_mhz: 1980,
