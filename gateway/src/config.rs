@@ -9,7 +9,8 @@ use serde::Deserialize;
 
 use crate::api::ApiConfig;
 use crate::engine::StepBudget;
-use crate::grid::auth::{parse_sha256_hex, Credentials, TokenHash};
+use crate::grid::auth::Credentials;
+use crate::grid::config::{hashes, RawGrid};
 use crate::grid::GridConfig;
 use crate::power::controller::{ControllerConfig, RawControllerConfig};
 use crate::power::CpuScope;
@@ -37,17 +38,6 @@ struct RawServer {
     default_completion_max_tokens: usize,
     max_n: usize,
     api_key_sha256: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGrid {
-    data_dir: PathBuf,
-    subscription_watts: Option<f64>,
-    hardware_max_watts: Option<f64>,
-    hardware_min_watts: Option<f64>,
-    ramp_default_seconds: f64,
-    operator_token_sha256: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,44 +301,6 @@ impl RawPower {
             twin_config_dir: base.to_path_buf(),
         })
     }
-}
-
-impl RawGrid {
-    fn validate(self, base: &Path) -> Result<GridConfig, GatewayError> {
-        let bad = |key: &str, why: &str| Err(GatewayError::Config(format!("grid.{key}: {why}")));
-        for (key, watts) in [
-            ("subscription_watts", self.subscription_watts),
-            ("hardware_max_watts", self.hardware_max_watts),
-            ("hardware_min_watts", self.hardware_min_watts),
-        ] {
-            if watts.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
-                return bad(key, "must be a positive number of watts");
-            }
-        }
-        let ramp = self.ramp_default_seconds;
-        if !(ramp.is_finite() && (0.0..=crate::grid::envelope::MAX_RAMP_SECONDS).contains(&ramp)) {
-            return bad("ramp_default_seconds", "must be between 0 and 86400");
-        }
-        Ok(GridConfig {
-            data_dir: base.join(self.data_dir),
-            subscription_watts: self.subscription_watts,
-            hardware_max_watts: self.hardware_max_watts,
-            hardware_min_watts: self.hardware_min_watts,
-            ramp_default_seconds: ramp,
-        })
-    }
-}
-
-/// Hex SHA-256 hashes (64 digits each), e.g. from `printf %s TOKEN | sha256sum`.
-fn hashes(key: &str, list: &[String]) -> Result<Vec<TokenHash>, GatewayError> {
-    list.iter()
-        .enumerate()
-        .map(|(i, text)| {
-            parse_sha256_hex(text).ok_or_else(|| {
-                GatewayError::Config(format!("{key}[{i}]: not a hex SHA-256 hash (64 digits)"))
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -122,11 +122,8 @@ async fn run_choice(
                 message,
                 retry_after,
             } => {
-                let error = match retry_after {
-                    Some(wait) => ApiError::deferred(message, wait),
-                    None => ApiError::internal(message),
-                };
-                out.emit(ChoiceEvent::Failed(error)).await;
+                out.emit(ChoiceEvent::Failed(failure(message, retry_after)))
+                    .await;
                 return;
             }
         };
@@ -170,6 +167,15 @@ async fn run_choice(
         "the engine stopped before the request finished",
     )))
     .await;
+}
+
+/// The client's error for an engine failure: 503 with `Retry-After` for a request refused
+/// for now (deferred past its deadline), else 500.
+fn failure(message: String, retry_after: Option<std::time::Duration>) -> ApiError {
+    match retry_after {
+        Some(wait) => ApiError::deferred(message, wait),
+        None => ApiError::internal(message),
+    }
 }
 
 /// A whole choice, for non-streaming responses.

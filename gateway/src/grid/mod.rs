@@ -3,6 +3,7 @@
 //! envelopes from [`GridState::envelopes`] and publishes what it does through [`GridFeeds`].
 
 pub mod auth;
+pub mod config;
 pub mod envelope;
 pub mod request;
 pub mod schedule;
