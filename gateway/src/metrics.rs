@@ -26,6 +26,10 @@ pub const HTTP_REQUESTS: &str = "gridserve_http_requests_total";
 pub const ENERGY_TOTAL: &str = "gridserve_energy_joules_total";
 pub const OUTPUT_TOKENS_PER_JOULE: &str = "gridserve_output_tokens_per_joule";
 pub const REQUEST_ENERGY: &str = "gridserve_request_energy_joules";
+pub const TIER_GOODPUT_TOKENS: &str = "gridserve_tier_goodput_tokens_total";
+pub const TIER_COMPLETED: &str = "gridserve_tier_requests_completed_total";
+pub const TIER_DEFERRED: &str = "gridserve_tier_requests_deferred";
+pub const TIER_REJECTIONS: &str = "gridserve_tier_rejections_total";
 pub const POWER_WATTS: &str = "gridserve_power_watts";
 pub const SM_CLOCK_HERTZ: &str = "gridserve_sm_clock_hertz";
 pub const POWER_LIMIT_WATTS: &str = "gridserve_power_limit_watts";
@@ -155,6 +159,25 @@ fn describe() {
     describe_gauge!(
         POWER_WATTS,
         "Power per device as its sensor reports it (NVML: ~1 s average), by source."
+    );
+    describe_counter!(
+        TIER_GOODPUT_TOKENS,
+        Unit::Count,
+        "Generated tokens of requests that completed, by priority tier."
+    );
+    describe_counter!(
+        TIER_COMPLETED,
+        Unit::Count,
+        "Requests that completed, by priority tier."
+    );
+    describe_gauge!(
+        TIER_DEFERRED,
+        "Queued requests the power controller holds back, by priority tier."
+    );
+    describe_counter!(
+        TIER_REJECTIONS,
+        Unit::Count,
+        "Requests refused for power reasons, by priority tier and reason."
     );
     describe_gauge!(SM_CLOCK_HERTZ, "Current SM clock per GPU.");
     describe_gauge!(POWER_LIMIT_WATTS, "Enforced power limit per GPU.");

@@ -26,6 +26,7 @@ fn policy(flexible_open: bool, deadline: Duration, preempt_flexible: bool) -> En
         preempt_flexible,
         duty_cycle: 1.0,
         deferral_deadline: deadline,
+        retry_after: Duration::from_secs(60),
     }
 }
 
@@ -55,6 +56,17 @@ async fn deferred_flexible_work_waits_then_gets_503_with_retry_after() {
     assert_eq!(reply["error"]["code"], "power_deferred", "{reply}");
     assert_eq!(retry_after.unwrap().to_str().unwrap(), "60");
     assert!(standard_done.elapsed() < Duration::from_secs(10));
+    let metrics = server.get("/metrics").await.text().await.unwrap();
+    let series = |name: &str, tier: &str| {
+        metrics
+            .lines()
+            .any(|l| l.starts_with(name) && l.contains(&format!("tier=\"{tier}\"")))
+    };
+    assert!(
+        series("gridserve_tier_rejections_total", "flexible"),
+        "{metrics}"
+    );
+    assert!(series("gridserve_tier_goodput_tokens_total", "standard"));
 }
 
 #[tokio::test]

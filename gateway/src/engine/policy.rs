@@ -17,6 +17,9 @@ pub struct EnginePolicy {
     pub duty_cycle: f64,
     /// How long a deferred request may wait before it is refused (503 with Retry-After).
     pub deferral_deadline: Duration,
+    /// The `Retry-After` such a refusal carries (the controller sets it from the envelope:
+    /// when the cap is next due to change).
+    pub retry_after: Duration,
 }
 
 impl EnginePolicy {
@@ -28,6 +31,7 @@ impl EnginePolicy {
             preempt_flexible: false,
             duty_cycle: 1.0,
             deferral_deadline: Duration::from_secs(600),
+            retry_after: Duration::from_secs(60),
         }
     }
 }

@@ -12,6 +12,17 @@ pub enum Priority {
     Flexible,
 }
 
+impl Priority {
+    /// The API's name for the tier (the `priority` request field, metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Interactive => "interactive",
+            Priority::Standard => "standard",
+            Priority::Flexible => "flexible",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct GenerationRequest {
     /// Prompt token ids (BOS included when the model wants one).

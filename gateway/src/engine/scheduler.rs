@@ -185,6 +185,17 @@ impl Scheduler {
                 .any(|s| self.gate.admits(s.req.priority))
     }
 
+    /// Waiting sequences of `priority` that its closed gate holds back.
+    pub fn num_deferred(&self, priority: Priority) -> usize {
+        if self.gate.admits(priority) {
+            return 0;
+        }
+        self.waiting
+            .iter()
+            .filter(|s| s.req.priority == priority)
+            .count()
+    }
+
     /// Opens or closes tiers for admission from now on.
     pub fn set_gate(&mut self, gate: AdmissionGate) {
         self.gate = gate;

@@ -22,8 +22,6 @@ use crate::metrics as m;
 
 /// How often the thread looks again while only deferred work is queued.
 const DEFERRED_POLL: Duration = Duration::from_millis(20);
-/// `Retry-After` for a request refused at its deferral deadline.
-const DEFERRED_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Longest pause after one step, so a tiny duty cycle cannot stall the thread for long.
 const MAX_PAUSE: Duration = Duration::from_millis(500);
@@ -41,6 +39,8 @@ struct Live {
     events: mpsc::UnboundedSender<EngineEvent>,
     arrival: Instant,
     prompt_tokens: usize,
+    priority: Priority,
+    generated: u64,
     scheduled: bool,
     last_token: Option<Instant>,
 }
@@ -195,6 +195,7 @@ impl Engine {
         } = cmd;
         self.status.queued.fetch_sub(1, Ordering::Relaxed);
         let prompt_tokens = request.prompt.len();
+        let priority = request.priority;
         match self.sched.add(id, request, arrival) {
             Ok(()) => {
                 self.live.insert(
@@ -203,6 +204,8 @@ impl Engine {
                         events,
                         arrival,
                         prompt_tokens,
+                        priority,
+                        generated: 0,
                         scheduled: false,
                         last_token: None,
                     },
@@ -253,7 +256,7 @@ impl Engine {
                 deadline.as_secs()
             );
             counter!(m::ADMISSION_REJECTIONS, "reason" => "deferral_deadline").increment(1);
-            let retry_after = Some(DEFERRED_RETRY_AFTER);
+            let retry_after = Some(policy.retry_after);
             self.end(
                 id,
                 EngineEvent::Failed {
@@ -356,6 +359,7 @@ impl Engine {
                     let Some(live) = self.live.get_mut(&seq) else {
                         continue;
                     };
+                    live.generated += 1;
                     let since = live.last_token.replace(now);
                     let (name, from) = match since {
                         Some(prev) => (m::INTER_TOKEN_LATENCY, prev),
@@ -393,6 +397,19 @@ impl Engine {
             EngineEvent::Finished { reason } => reason.as_str(),
             _ => "error",
         };
+        let tier = live.priority.as_str();
+        match &last {
+            EngineEvent::Finished { reason } if *reason != FinishReason::Abort => {
+                counter!(m::TIER_GOODPUT_TOKENS, "tier" => tier).increment(live.generated);
+                counter!(m::TIER_COMPLETED, "tier" => tier).increment(1);
+            }
+            EngineEvent::Failed {
+                retry_after: Some(_),
+                ..
+            } => counter!(m::TIER_REJECTIONS, "tier" => tier, "reason" => "deferral_deadline")
+                .increment(1),
+            _ => {}
+        }
         let labels = [("model_name", self.model_name.clone())];
         counter!(m::REQUEST_SUCCESS, "model_name" => self.model_name.clone(), "finished_reason" => reason).increment(1);
         counter!(m::PROMPT_TOKENS, &labels).increment(live.prompt_tokens as u64);
@@ -411,6 +428,14 @@ impl Engine {
         self.status
             .kv_usage_ppm
             .store((kv * 1e6) as u64, Ordering::Relaxed);
+        for tier in [
+            Priority::Interactive,
+            Priority::Standard,
+            Priority::Flexible,
+        ] {
+            let deferred = self.sched.num_deferred(tier) as f64;
+            gauge!(m::TIER_DEFERRED, "tier" => tier.as_str()).set(deferred);
+        }
         let labels = [("model_name", self.model_name.clone())];
         gauge!(m::NUM_REQUESTS_RUNNING, &labels).set(running as f64);
         gauge!(m::NUM_REQUESTS_WAITING, &labels).set(waiting as f64);

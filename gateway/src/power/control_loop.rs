@@ -14,6 +14,9 @@ use super::{Actuation, PowerActuator, PowerSample};
 use crate::engine::EnginePolicy;
 use crate::grid::{now_unix, Compliance, GridState};
 
+/// How far ahead the loop looks for a lower cap.
+const LOOKAHEAD_SECONDS: f64 = 1.0;
+
 /// Where the loop's outputs go.
 pub struct ControlOutputs {
     pub engine: watch::Sender<EnginePolicy>,
@@ -69,21 +72,34 @@ impl ControlLoop {
 
 impl SampleHook for ControlLoop {
     fn on_sample(&mut self, now: Instant, sample: Option<&PowerSample>) {
-        let cap = self.grid.cap_at(now_unix()).0.cap_watts;
+        let unix = now_unix();
+        let (cap_now, next) = self.grid.cap_at(unix);
+        // Compliance is judged on 1 s averages: steer for the strictest cap of the coming
+        // second, so a falling ramp or a step due within it is met on time.
+        let cap_soon = self.grid.cap_at(unix + LOOKAHEAD_SECONDS).0.cap_watts;
+        let cap = match (cap_now.cap_watts, cap_soon) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let decision = self.controller.tick(now, sample, cap);
         self.log_mode(&decision);
         if let Some(actuator) = self.actuator.as_deref_mut() {
             let refusals = self.actuation.apply(&decision, actuator);
             self.controller.drop_refused(refusals);
         }
-        let policy = decision.engine_policy(self.deferral_deadline);
+        let mut policy = decision.engine_policy(self.deferral_deadline);
+        // Refused work is told to come back when the envelope next changes (within reason).
+        if let Some(at) = next.map(|n| n.at) {
+            policy.retry_after = Duration::from_secs_f64((at - unix).clamp(1.0, 3600.0));
+        }
         self.outputs.engine.send_if_modified(|current| {
             let changed = *current != policy;
             *current = policy;
             changed
         });
         if let Some(s) = sample {
-            if let Some(counts) = self.compliance.push(s.at, s.total_watts(), cap) {
+            let in_force = cap_now.cap_watts;
+            if let Some(counts) = self.compliance.push(s.at, s.total_watts(), in_force) {
                 self.outputs.compliance.send_replace(Some(counts));
             }
         }

@@ -88,6 +88,7 @@ impl Decision {
             preempt_flexible: self.preempt_flexible,
             duty_cycle: self.duty_cycle,
             deferral_deadline,
+            retry_after: Duration::from_secs(60),
         }
     }
 }
