@@ -8,7 +8,7 @@ use gridserve_models::KvCacheOptions;
 use serde::Deserialize;
 
 use crate::api::ApiConfig;
-use crate::engine::StepBudget;
+use crate::engine::{Priority, StepBudget};
 use crate::grid::auth::Credentials;
 use crate::grid::config::{hashes, RawGrid};
 use crate::grid::GridConfig;
@@ -38,6 +38,7 @@ struct RawServer {
     default_completion_max_tokens: usize,
     max_n: usize,
     api_key_sha256: Vec<String>,
+    api_key_tiers: std::collections::BTreeMap<String, Priority>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +218,20 @@ impl RawConfig {
             e.threads
         };
         let api_keys = hashes("server.api_key_sha256", &self.server.api_key_sha256)?;
+        let tier_keys: Vec<String> = self.server.api_key_tiers.keys().cloned().collect();
+        let tiers: Vec<_> = hashes("server.api_key_tiers", &tier_keys)?
+            .into_iter()
+            .zip(self.server.api_key_tiers.values().copied())
+            .collect();
+        if let Some((_, key)) = tiers
+            .iter()
+            .zip(&tier_keys)
+            .find(|((h, _), _)| !api_keys.contains(h))
+        {
+            return Err(GatewayError::Config(format!(
+                "server.api_key_tiers: {key} is not in server.api_key_sha256"
+            )));
+        }
         let server = self.server.validate()?;
         let power = self.power.validate(base)?;
         let controller = self.controller.validate()?;
@@ -230,7 +245,7 @@ impl RawConfig {
             power,
             controller,
             grid,
-            credentials: Credentials::new(operator, api_keys),
+            credentials: Credentials::new(operator, api_keys).with_api_key_tiers(tiers),
             model: ModelConfig {
                 path: base.join(&self.model.path),
                 chat_template: base.join(&self.model.chat_template),
@@ -389,6 +404,21 @@ mod tests {
             .credentials
             .is(crate::grid::auth::TokenKind::ApiKey, "secret"));
         assert_eq!(c.grid.default_cap(), Some(2000.0));
+        assert_eq!(c.credentials.tier_of("secret"), None);
+        let tiered = text.replace(
+            "api_key_tiers = {}",
+            &format!("api_key_tiers = {{ \"{hash}\" = \"flexible\" }}"),
+        );
+        let c = Config::parse(&tiered, Path::new(".")).unwrap();
+        assert_eq!(c.credentials.tier_of("secret"), Some(Priority::Flexible));
+        let unknown = DEFAULT.replace(
+            "api_key_tiers = {}",
+            &format!("api_key_tiers = {{ \"{hash}\" = \"flexible\" }}"),
+        );
+        let err = Config::parse(&unknown, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not in server.api_key_sha256"), "{err}");
         let bad_hash = DEFAULT.replace(
             "operator_token_sha256 = []",
             "operator_token_sha256 = [\"abc\"]",

@@ -529,3 +529,55 @@ async fn an_unwritable_data_dir_stops_the_server_before_it_serves() {
         .unwrap_err();
     assert!(err.to_string().contains("cannot create data dir"), "{err}");
 }
+
+#[tokio::test]
+async fn an_api_keys_default_tier_applies_unless_the_request_names_one() {
+    const BATCH_KEY: &str = "batch-key";
+    let dir = tempfile::tempdir().unwrap();
+    let creds = Credentials::new(
+        vec![sha256(OPERATOR)],
+        vec![sha256(API_KEY), sha256(BATCH_KEY)],
+    )
+    .with_api_key_tiers(vec![(
+        sha256(BATCH_KEY),
+        gridserve::engine::Priority::Flexible,
+    )]);
+    let s = start(Options {
+        grid: Some(grid_config(dir.path())),
+        credentials: creds,
+        ..Options::default()
+    })
+    .await;
+    // The controller has closed the flexible tier, with a short deadline.
+    let mut policy = gridserve::engine::EnginePolicy::open(gridserve::engine::StepBudget {
+        max_tokens: 256,
+        max_seqs: 16,
+    });
+    policy.gate.flexible = false;
+    policy.deferral_deadline = Duration::from_millis(200);
+    s.policy.send_replace(policy);
+    let url = s.url("/v1/completions");
+    let body = json!({"model": common::MODEL, "prompt": "a", "max_tokens": 2, "temperature": 0});
+    let post = |key: &'static str, body: Value| {
+        let (client, url) = (s.client.clone(), url.clone());
+        async move { send(&client, reqwest::Method::POST, url, Some(key), Some(&body)).await }
+    };
+    let (status, err) = post(BATCH_KEY, body.clone()).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (503, Some("power_deferred")),
+        "{err}"
+    );
+    let mut interactive = body.clone();
+    interactive["priority"] = json!("interactive");
+    assert_eq!(
+        post(BATCH_KEY, interactive).await.0,
+        200,
+        "the request's own tier wins"
+    );
+    assert_eq!(
+        post(API_KEY, body).await.0,
+        200,
+        "other keys default to standard"
+    );
+}

@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
+use axum::Extension;
 use serde_json::{json, Value};
 
 use super::choice::ChoiceResult;
@@ -15,9 +16,11 @@ use super::respond::{respond, WholeFormat};
 use super::serving::{check_model, context_limit, serving_model};
 use super::sse::ChunkFormat;
 use super::state::AppState;
+use crate::grid::auth::KeyTier;
 
 pub async fn chat_completions(
     State(state): State<AppState>,
+    key_tier: Option<Extension<KeyTier>>,
     ApiJson(req): ApiJson<OpenAiRequest>,
 ) -> Result<Response, ApiError> {
     let model = serving_model(&state)?;
@@ -27,6 +30,7 @@ pub async fn chat_completions(
         Endpoint::Chat,
         state.config(),
         model.engine.info().vocab_size,
+        key_tier.map(|Extension(KeyTier(tier))| tier),
     )?;
     let ids = chat_prompt(model, req.messages.as_deref())?;
     // Without `max_tokens` a chat reply may use the whole rest of the context, as on OpenAI.

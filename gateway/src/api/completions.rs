@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::response::Response;
+use axum::Extension;
 use serde_json::{json, Value};
 
 use super::choice::ChoiceResult;
@@ -15,11 +16,13 @@ use super::respond::{respond, WholeFormat};
 use super::serving::{check_model, context_limit, serving_model};
 use super::sse::ChunkFormat;
 use super::state::AppState;
+use crate::grid::auth::KeyTier;
 
 const OBJECT: &str = "text_completion";
 
 pub async fn completions(
     State(state): State<AppState>,
+    key_tier: Option<Extension<KeyTier>>,
     ApiJson(req): ApiJson<OpenAiRequest>,
 ) -> Result<Response, ApiError> {
     let model = serving_model(&state)?;
@@ -29,6 +32,7 @@ pub async fn completions(
         Endpoint::Completions,
         state.config(),
         model.engine.info().vocab_size,
+        key_tier.map(|Extension(KeyTier(tier))| tier),
     )?;
     let limit = context_limit(model);
     let default = state.config().default_completion_max_tokens;

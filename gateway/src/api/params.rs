@@ -43,11 +43,13 @@ impl Plan {
     }
 }
 
+/// `key_tier` is the caller's API-key default tier, used when the request names none.
 pub fn plan(
     req: &OpenAiRequest,
     endpoint: Endpoint,
     config: &ApiConfig,
     vocab_size: usize,
+    key_tier: Option<Priority>,
 ) -> Result<Plan, ApiError> {
     reject_unsupported(req)?;
     let sampling = SamplingParams {
@@ -84,7 +86,11 @@ pub fn plan(
         stop_token_ids,
         n: choices(req.n, config.max_n)?,
         ignore_eos: req.ignore_eos.unwrap_or(false),
-        priority: req.priority.map(Priority::from).unwrap_or_default(),
+        priority: req
+            .priority
+            .map(Priority::from)
+            .or(key_tier)
+            .unwrap_or_default(),
         stream,
         include_usage: req
             .stream_options

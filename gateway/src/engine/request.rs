@@ -4,7 +4,8 @@ use gridserve_models::sampling::SamplingParams;
 
 /// Admission tier. Under pressure, `Flexible` work waits or is preempted first and
 /// `Interactive` last. Order matters: lower sorts first.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Priority {
     Interactive,
     #[default]

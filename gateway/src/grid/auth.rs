@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use crate::api::{ApiError, AppState};
+use crate::engine::Priority;
 
 pub type TokenHash = [u8; 32];
 
@@ -34,7 +35,13 @@ impl TokenKind {
 pub struct Credentials {
     operator: Vec<TokenHash>,
     api_keys: Vec<TokenHash>,
+    /// The priority tier of requests made with an API key that do not name one.
+    api_key_tiers: Vec<(TokenHash, Priority)>,
 }
+
+/// A request extension: the tier its API key defaults to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyTier(pub Priority);
 
 // Hashes are not secrets, but there is no reason to spray them into logs either.
 impl std::fmt::Debug for Credentials {
@@ -48,7 +55,27 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     pub fn new(operator: Vec<TokenHash>, api_keys: Vec<TokenHash>) -> Self {
-        Self { operator, api_keys }
+        Self {
+            operator,
+            api_keys,
+            api_key_tiers: Vec::new(),
+        }
+    }
+
+    /// Sets the default tier of requests made with these API keys.
+    pub fn with_api_key_tiers(mut self, tiers: Vec<(TokenHash, Priority)>) -> Self {
+        self.api_key_tiers = tiers;
+        self
+    }
+
+    /// The default tier of `token`'s requests, if it is an API key that has one.
+    pub fn tier_of(&self, token: &str) -> Option<Priority> {
+        let hash = sha256(token);
+        // Every entry is compared, as in `is`.
+        self.api_key_tiers.iter().fold(
+            None,
+            |found, (h, tier)| if ct_eq(h, &hash) { Some(*tier) } else { found },
+        )
     }
 
     /// Adds a plain token (hashed here; the plain text is not kept).
@@ -173,11 +200,19 @@ impl FromRequestParts<AppState> for Operator {
 }
 
 /// Middleware for the completion routes: an API key when any is configured.
-pub async fn require_api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The key's default tier, if any, travels with the request as a `KeyTier` extension.
+pub async fn require_api_key(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let creds = state.credentials();
     if creds.api_keys_required() {
         if let Err(e) = creds.check(req.headers(), TokenKind::ApiKey) {
             return e.into_response();
+        }
+        if let Some(tier) = bearer(req.headers()).and_then(|t| creds.tier_of(t)) {
+            req.extensions_mut().insert(KeyTier(tier));
         }
     }
     next.run(req).await
