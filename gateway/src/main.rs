@@ -49,6 +49,9 @@ enum Command {
     Twin(TwinCommand),
     /// Replay a scenario against the GPU twin in virtual time (scheduler, no model).
     Simulate(gridserve::sim::SimulateArgs),
+    /// The grid-response proof: the grid-*.toml scenarios on H100 and H200 twins, uncapped,
+    /// with power limit = cap and with gridserve's controller; prints the table with targets.
+    SimulateProof(gridserve::sim::proof::ProofArgs),
 }
 
 #[derive(Subcommand)]
@@ -124,6 +127,14 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Simulate(args) => {
             gridserve::sim::run_cli(&cli.config, &args)?;
+            Ok(())
+        }
+        Command::SimulateProof(args) => {
+            let passed = gridserve::sim::proof::run_cli(&cli.config, &args)?;
+            anyhow::ensure!(
+                passed || !args.strict,
+                "simulate-proof: adaptive figures miss their targets"
+            );
             Ok(())
         }
     }

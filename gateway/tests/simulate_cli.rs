@@ -66,3 +66,72 @@ fn simulate_cli_writes_summary_and_timeseries() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `gridserve simulate-proof` on a short regulation scenario and one GPU: the three runs, the
+/// table with targets, proof.md and proof.json.
+#[test]
+fn simulate_proof_prints_the_table_and_writes_its_files() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::env::temp_dir().join(format!("gridserve-proof-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let regulation = std::fs::read_to_string(repo.join("config/scenarios/grid-d-regulation.toml"))
+        .unwrap()
+        .replace("start_seconds = 300", "start_seconds = 5");
+    let scenario = out.join("short-regulation.toml");
+    std::fs::write(&scenario, regulation).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_gridserve"))
+        .arg("--config")
+        .arg(repo.join("config/default.toml"))
+        .arg("simulate-proof")
+        .arg("--scenario")
+        .arg(&scenario)
+        .args([
+            "--gpu",
+            "h100-sxm",
+            "--duration-seconds",
+            "20",
+            "--jobs",
+            "2",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("gridserve runs");
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        stdout.contains("| grid-d-regulation | h100-sxm | adaptive |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("p99 ≤ 1 s") && stdout.contains("≥ 0.95"),
+        "{stdout}"
+    );
+    let md = std::fs::read_to_string(out.join("proof.md")).expect("proof.md");
+    assert!(md.contains("| grid-d-regulation | h100-sxm | cap_limit |"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("proof.json")).unwrap()).unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 3);
+    assert_eq!(v["rows"].as_array().unwrap().len(), 2);
+    let adaptive = &v["rows"][1];
+    assert_eq!(adaptive["policy"], "adaptive");
+    let corr = adaptive["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["metric"] == "correlation")
+        .unwrap();
+    assert!(
+        corr["value"].as_f64().is_some() && corr["pass"].is_boolean(),
+        "{corr}"
+    );
+    assert!(out
+        .join("proof/grid-d-regulation-h100-sxm-uncapped/summary.json")
+        .exists());
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -8,14 +8,18 @@
 //! - `replica`: twin + scheduler + backend + policy on one virtual clock.
 //! - `fleet`: replicas in global time order with join-shortest-queue routing.
 //! - `stats`, `report`: histograms, time bins, the summary and the time series.
+//! - `response`: step-down response and tracking of the envelope, from the 100 ms series.
+//! - `proof`: `gridserve simulate-proof`, the grid scenarios × GPUs × policies table.
 
 pub mod arrivals;
 pub mod backend;
 pub mod envelope;
 pub mod fleet;
 pub mod policy;
+pub mod proof;
 pub mod replica;
 pub mod report;
+pub mod response;
 pub mod scenario;
 pub mod stats;
 
@@ -48,19 +52,28 @@ pub struct SimulateArgs {
     /// Override the scenario's `policy.kind`.
     #[arg(long, value_enum)]
     pub policy: Option<scenario::PolicyKind>,
+    /// Override the scenario's `hardware.gpu` (a profile in `config/gpus/`, e.g. h200-sxm).
+    #[arg(long)]
+    pub gpu: Option<String>,
+}
+
+/// The folder of the config file (GPU profiles and model shapes live under it).
+pub(crate) fn config_dir(config_file: &Path) -> &Path {
+    config_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Runs a scenario: loads it (GPUs and models from the folder of `config_file`), simulates,
 /// prints the summary table and writes the files. Returns the summary.
 pub fn run_cli(config_file: &Path, args: &SimulateArgs) -> Result<Summary, GatewayError> {
-    let config_dir = config_file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let config_dir = config_dir(config_file);
     let overrides = Overrides {
         duration_seconds: args.duration_seconds,
         replicas: args.replicas,
         policy: args.policy,
+        gpu: args.gpu.clone(),
     };
     let scenario = Scenario::load(&args.scenario, config_dir, &overrides)?;
     let controller = crate::config::Config::load(config_file)?.controller;

@@ -25,6 +25,7 @@ struct Track {
     last_token_seconds: Option<f64>,
     generated: usize,
     expected: usize,
+    priority: Priority,
 }
 
 pub struct Replica {
@@ -109,6 +110,7 @@ impl Replica {
                 last_token_seconds: None,
                 generated: 0,
                 expected: a.output_tokens,
+                priority: a.priority,
             },
         );
         Ok(())
@@ -221,8 +223,8 @@ impl Replica {
                         continue;
                     };
                     match t.last_token_seconds {
-                        None => rec.ttft(end - t.arrived_seconds),
-                        Some(last) => rec.itl(end - last),
+                        None => rec.ttft(end - t.arrived_seconds, t.priority),
+                        Some(last) => rec.itl(end - last, t.priority),
                     }
                     t.last_token_seconds = Some(end);
                     t.generated += 1;
@@ -240,7 +242,7 @@ impl Replica {
                             t.expected
                         )));
                     }
-                    rec.e2e(end - t.arrived_seconds);
+                    rec.e2e(end - t.arrived_seconds, t.priority);
                     rec.completed += 1;
                 }
             }

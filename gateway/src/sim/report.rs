@@ -5,9 +5,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::envelope::SignalKind;
 use super::fleet::FleetRun;
+use super::response::{self, StepDownSummary, StepResponse, Tracking};
 use super::scenario::Scenario;
-use super::stats::{percentile_seconds, Bins};
+use super::stats::{percentile_seconds, tier_name, Bins, Recorder, TIERS};
 use crate::GatewayError;
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -15,6 +17,15 @@ pub struct Percentiles {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
+}
+
+/// One priority tier's latencies.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TierSummary {
+    pub tier: String,
+    pub requests_completed: u64,
+    pub ttft_seconds: Percentiles,
+    pub itl_seconds: Percentiles,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -42,6 +53,15 @@ pub struct Summary {
     pub ttft_seconds: Percentiles,
     pub itl_seconds: Percentiles,
     pub e2e_seconds: Percentiles,
+    /// Interactive, standard, flexible (in that order).
+    pub tiers: Vec<TierSummary>,
+    /// Where the envelope came from (`none` without a cap).
+    pub envelope_signal: SignalKind,
+    /// Time from each decrease of the cap until the trailing 1 s average power was at or under
+    /// it (evaluated every 100 ms); absent without decreases.
+    pub step_down: Option<StepDownSummary>,
+    /// Correlation of 1 s power with the cap and its delay; absent for a constant cap.
+    pub tracking: Option<Tracking>,
     /// Time series periods whose mean fleet power exceeded the cap, in seconds.
     pub time_above_cap_seconds: f64,
     /// Share of capped 1 s windows whose mean fleet power exceeded the cap.
@@ -81,6 +101,32 @@ fn above_cap(s: &Scenario, bins: &Bins) -> (f64, f64) {
     (over as f64 * p, share)
 }
 
+/// Mean fleet power of each 100 ms bin up to the end of the scenario.
+pub fn fine_power(s: &Scenario, rec: &Recorder) -> Vec<f64> {
+    let p = rec.fine.period_seconds;
+    let n = ((s.duration_seconds / p) - 1e-9).ceil().max(0.0) as usize;
+    (0..n)
+        .map(|i| {
+            let start = i as f64 * p;
+            let length = (s.duration_seconds - start).min(p);
+            rec.fine
+                .bins
+                .get(i)
+                .map_or(0.0, |b| b.energy_joules / length)
+        })
+        .collect()
+}
+
+/// Every step-down response of the run.
+pub fn step_responses(s: &Scenario, run: &FleetRun) -> Vec<StepResponse> {
+    response::step_responses(
+        &fine_power(s, &run.recorder),
+        run.recorder.fine.period_seconds,
+        &s.envelope.decreases(),
+        s.duration_seconds,
+    )
+}
+
 fn percentiles(h: &hdrhistogram::Histogram<u64>) -> Percentiles {
     Percentiles {
         p50: percentile_seconds(h, 0.50),
@@ -116,6 +162,30 @@ impl Summary {
             .map(|(i, b)| b.energy_joules / (s.duration_seconds - i as f64).min(1.0))
             .fold(0.0, f64::max);
         let wall_seconds = run.wall_seconds;
+        let fine = fine_power(s, rec);
+        let period = rec.fine.period_seconds;
+        let step_down = response::summarize(&response::step_responses(
+            &fine,
+            period,
+            &s.envelope.decreases(),
+            s.duration_seconds,
+        ));
+        let tracking = response::tracking(
+            &fine,
+            &response::cap_series(&s.envelope, fine.len(), period),
+            period,
+            response::MAX_DELAY_SECONDS,
+        );
+        let tiers = TIERS
+            .iter()
+            .zip(&rec.tiers)
+            .map(|(p, t)| TierSummary {
+                tier: tier_name(*p).to_string(),
+                requests_completed: t.completed,
+                ttft_seconds: percentiles(&t.ttft),
+                itl_seconds: percentiles(&t.itl),
+            })
+            .collect();
         Self {
             name: s.name.clone(),
             gpu: s.hardware.gpu.clone(),
@@ -139,6 +209,10 @@ impl Summary {
             ttft_seconds: percentiles(&rec.ttft),
             itl_seconds: percentiles(&rec.itl),
             e2e_seconds: percentiles(&rec.e2e),
+            tiers,
+            envelope_signal: s.envelope.kind(),
+            step_down,
+            tracking,
             time_above_cap_seconds,
             above_cap_window_share,
             peak_1s_power_watts,
@@ -163,7 +237,7 @@ impl Summary {
                 p.p99 * 1e3
             )
         };
-        let rows = [
+        let mut rows = vec![
             ("scenario", format!("{} (seed {})", self.name, self.seed)),
             (
                 "fleet",
@@ -230,6 +304,47 @@ impl Summary {
             ),
             ("preemptions", self.preemptions.to_string()),
         ];
+        // Per-tier rows go after E2E (before the last three rows).
+        let tier_rows: Vec<(&str, String)> = self
+            .tiers
+            .iter()
+            .filter(|t| t.requests_completed > 0)
+            .map(|t| {
+                let row = format!(
+                    "TTFT p99 {:.1} ms, ITL p99 {:.1} ms ({} completed)",
+                    t.ttft_seconds.p99 * 1e3,
+                    t.itl_seconds.p99 * 1e3,
+                    t.requests_completed
+                );
+                (t.tier.as_str(), row)
+            })
+            .collect();
+        let at = rows.len() - 3;
+        rows.splice(at..at, tier_rows);
+        if let Some(d) = &self.step_down {
+            rows.push((
+                "step down",
+                format!(
+                    "p50 {:.1} / p99 {:.1} / max {:.1} s until the trailing 1 s mean fits \
+                     ({} decreases, {} binding, {} never fit)",
+                    d.p50_seconds,
+                    d.p99_seconds,
+                    d.max_seconds,
+                    d.decreases,
+                    d.binding,
+                    d.not_reached
+                ),
+            ));
+        }
+        if let Some(t) = &self.tracking {
+            rows.push((
+                "tracking",
+                format!(
+                    "power vs cap correlation {:.3} at {:.1} s delay ({:.3} at 0 s)",
+                    t.correlation, t.delay_seconds, t.correlation_at_zero_delay
+                ),
+            ));
+        }
         rows.iter().map(|(k, v)| format!("{k:<12} {v}\n")).collect()
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::arrivals::{RawWorkload, Workload};
-use super::envelope::{Envelope, RawEnvelope};
+use super::envelope::{Envelope, EnvelopeContext, RawEnvelope};
 use crate::engine::StepBudget;
 use crate::twin::{GpuProfile, ModelShape};
 use crate::GatewayError;
@@ -116,6 +116,8 @@ pub struct Overrides {
     pub duration_seconds: Option<f64>,
     pub replicas: Option<usize>,
     pub policy: Option<PolicyKind>,
+    /// Replaces `hardware.gpu` (a profile name under `config/gpus/`).
+    pub gpu: Option<String>,
 }
 
 pub(super) fn bad(key: &str, why: impl std::fmt::Display) -> GatewayError {
@@ -160,12 +162,20 @@ impl Scenario {
         if replicas == 0 {
             return Err(bad("replicas", "must be at least 1"));
         }
-        let hardware = validate_hardware(&raw.hardware, config_dir)?;
+        let hardware = validate_hardware(&raw.hardware, over.gpu.as_deref(), config_dir)?;
         let mut policy = validate_policy(&raw.policy, &hardware.profile)?;
         policy.kind = over.policy.unwrap_or(policy.kind);
         let workload = Workload::validate(&raw.workload, base_dir, &hardware)?;
         let envelope = match &raw.envelope {
-            Some(e) => Envelope::validate(e, base_dir)?,
+            Some(e) => {
+                let ctx = EnvelopeContext {
+                    base_dir,
+                    rated_watts: (replicas * hardware.tensor_parallel as usize) as f64
+                        * hardware.profile.power_limit_max_watts,
+                    duration_seconds,
+                };
+                Envelope::validate(e, &ctx)?
+            }
             None => Envelope::none(),
         };
         let timeseries_period_seconds = positive(
@@ -191,9 +201,14 @@ impl Scenario {
     }
 }
 
-fn validate_hardware(raw: &RawHardware, config_dir: &Path) -> Result<Hardware, GatewayError> {
-    let profile = GpuProfile::load_named(&config_dir.join("gpus"), &raw.gpu)
-        .map_err(|e| bad("hardware.gpu", format!("\"{}\": {e}", raw.gpu)))?;
+fn validate_hardware(
+    raw: &RawHardware,
+    gpu: Option<&str>,
+    config_dir: &Path,
+) -> Result<Hardware, GatewayError> {
+    let gpu = gpu.unwrap_or(&raw.gpu);
+    let profile = GpuProfile::load_named(&config_dir.join("gpus"), gpu)
+        .map_err(|e| bad("hardware.gpu", format!("\"{gpu}\": {e}")))?;
     let shape = ModelShape::load_named(&config_dir.join("models"), &raw.model)
         .map_err(|e| bad("hardware.model", format!("\"{}\": {e}", raw.model)))?;
     let tensor_parallel = raw.tensor_parallel.unwrap_or(shape.tensor_parallel);
@@ -231,7 +246,7 @@ fn validate_hardware(raw: &RawHardware, config_dir: &Path) -> Result<Hardware, G
         ));
     }
     Ok(Hardware {
-        gpu: raw.gpu.clone(),
+        gpu: gpu.to_string(),
         profile,
         shape,
         tensor_parallel,

@@ -1,8 +1,14 @@
 //! What the simulation measures while it runs: latency histograms (TTFT, ITL, E2E in µs;
-//! an hour of traffic has tens of millions of ITL samples), counters, and time bins of fleet
-//! energy, clock, queue sizes and output tokens.
+//! an hour of traffic has tens of millions of ITL samples), overall and per priority tier,
+//! counters, and time bins of fleet energy, clock, queue sizes and output tokens (the time
+//! series period, 1 s for the cap, and 100 ms for step responses and tracking).
 
 use hdrhistogram::Histogram;
+
+use crate::engine::Priority;
+
+/// The fine bins' period: metrics on trailing 1 s averages evaluate them at 10 Hz.
+pub const FINE_PERIOD_SECONDS: f64 = 0.1;
 
 /// Latencies up to ~3 hours at 3 significant digits.
 const MAX_MICROS: u64 = 10_000_000_000;
@@ -88,11 +94,47 @@ impl Bins {
     }
 }
 
+/// The priority tiers in index order (`tier_index`).
+pub const TIERS: [Priority; 3] = [
+    Priority::Interactive,
+    Priority::Standard,
+    Priority::Flexible,
+];
+
+pub fn tier_index(p: Priority) -> usize {
+    match p {
+        Priority::Interactive => 0,
+        Priority::Standard => 1,
+        Priority::Flexible => 2,
+    }
+}
+
+pub fn tier_name(p: Priority) -> &'static str {
+    match p {
+        Priority::Interactive => "interactive",
+        Priority::Standard => "standard",
+        Priority::Flexible => "flexible",
+    }
+}
+
+/// One priority tier's latencies.
+pub struct TierStats {
+    pub ttft: Histogram<u64>,
+    pub itl: Histogram<u64>,
+    pub completed: u64,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("static histogram bounds are valid")
+}
+
 /// Everything recorded over a run.
 pub struct Recorder {
     pub ttft: Histogram<u64>,
     pub itl: Histogram<u64>,
     pub e2e: Histogram<u64>,
+    /// Per tier, indexed by `tier_index`.
+    pub tiers: [TierStats; 3],
     pub arrived: u64,
     pub completed: u64,
     /// Deferred by the policy past their deadline and refused (503 in `serve`).
@@ -102,17 +144,23 @@ pub struct Recorder {
     /// Bins of the time series period, and 1 s bins for the cap.
     pub series: Bins,
     pub seconds: Bins,
+    /// `FINE_PERIOD_SECONDS` bins (energy and clock only are meaningful at this scale).
+    pub fine: Bins,
 }
 
 impl Recorder {
     pub fn new(timeseries_period_seconds: f64) -> Self {
-        let hist = || {
-            Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("static histogram bounds are valid")
+        let hist = histogram;
+        let tier = || TierStats {
+            ttft: histogram(),
+            itl: histogram(),
+            completed: 0,
         };
         Self {
             ttft: hist(),
             itl: hist(),
             e2e: hist(),
+            tiers: [tier(), tier(), tier()],
             arrived: 0,
             completed: 0,
             refused: 0,
@@ -120,12 +168,14 @@ impl Recorder {
             output_tokens: 0,
             series: Bins::new(timeseries_period_seconds),
             seconds: Bins::new(1.0),
+            fine: Bins::new(FINE_PERIOD_SECONDS),
         }
     }
 
     pub fn span(&mut self, span: &Span) {
         self.series.add_span(span);
         self.seconds.add_span(span);
+        self.fine.add_span(span);
     }
 
     /// Output tokens produced by a step that ended at `at_seconds`.
@@ -134,16 +184,21 @@ impl Recorder {
         self.series.add_tokens(at_seconds, tokens);
     }
 
-    pub fn ttft(&mut self, seconds: f64) {
-        self.ttft.saturating_record(micros(seconds));
+    pub fn ttft(&mut self, seconds: f64, tier: Priority) {
+        let us = micros(seconds);
+        self.ttft.saturating_record(us);
+        self.tiers[tier_index(tier)].ttft.saturating_record(us);
     }
 
-    pub fn itl(&mut self, seconds: f64) {
-        self.itl.saturating_record(micros(seconds));
+    pub fn itl(&mut self, seconds: f64, tier: Priority) {
+        let us = micros(seconds);
+        self.itl.saturating_record(us);
+        self.tiers[tier_index(tier)].itl.saturating_record(us);
     }
 
-    pub fn e2e(&mut self, seconds: f64) {
+    pub fn e2e(&mut self, seconds: f64, tier: Priority) {
         self.e2e.saturating_record(micros(seconds));
+        self.tiers[tier_index(tier)].completed += 1;
     }
 }
 

@@ -244,3 +244,196 @@ fn sim_adaptive_policy_holds_the_cap_at_least_as_efficiently_as_a_static_limit()
     );
     assert_eq!(adaptive.requests_refused, 0);
 }
+
+#[test]
+fn sim_latencies_are_recorded_per_priority_tier() {
+    use super::stats::{tier_index, Recorder};
+    use crate::engine::Priority;
+    let mut rec = Recorder::new(1.0);
+    rec.ttft(0.25, Priority::Interactive);
+    rec.itl(0.01, Priority::Interactive);
+    rec.itl(0.02, Priority::Flexible);
+    rec.e2e(1.0, Priority::Flexible);
+    assert_eq!(rec.ttft.len(), 1);
+    assert_eq!(rec.itl.len(), 2);
+    let i = &rec.tiers[tier_index(Priority::Interactive)];
+    assert_eq!((i.ttft.len(), i.itl.len(), i.completed), (1, 1, 0));
+    let f = &rec.tiers[tier_index(Priority::Flexible)];
+    assert_eq!((f.ttft.len(), f.itl.len(), f.completed), (0, 1, 1));
+    assert!(rec.tiers[tier_index(Priority::Standard)].itl.is_empty());
+
+    // A run with a mix: every completion lands in exactly one tier, and a tier with no
+    // traffic stays empty.
+    let mix = format!("{DECODE_HEAVY}\npriority_mix = {{ interactive = 0.3, standard = 0.7 }}");
+    let s = scenario("", &mix, "", 20.0);
+    let (run, summary) = run(&s);
+    let tiers = &run.recorder.tiers;
+    assert_eq!(
+        tiers.iter().map(|t| t.completed).sum::<u64>(),
+        summary.requests_completed
+    );
+    assert_eq!(
+        tiers.iter().map(|t| t.ttft.len()).sum::<u64>(),
+        run.recorder.ttft.len()
+    );
+    assert_eq!(
+        tiers.iter().map(|t| t.itl.len()).sum::<u64>(),
+        run.recorder.itl.len()
+    );
+    assert!(tiers[0].ttft.len() > 10 && tiers[1].ttft.len() > tiers[0].ttft.len());
+    assert!(tiers[2].ttft.is_empty());
+    assert_eq!(summary.tiers.len(), 3);
+    assert_eq!(summary.tiers[0].tier, "interactive");
+    assert!(summary.tiers[0].ttft_seconds.p99 > 0.0 && summary.tiers[2].itl_seconds.p99 == 0.0);
+    assert!(summary.to_text().contains("interactive"));
+    let json = serde_json::to_value(&summary).unwrap();
+    assert!(json["tiers"][0]["itl_seconds"]["p99"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn sim_gpu_override_and_fractions_of_the_rated_fleet_power() {
+    let text = "name = \"x\"\nseed = 1\nduration_seconds = 100\nreplicas = 2\n[hardware]\n\
+                gpu = \"h100-sxm\"\nmodel = \"llama-3.1-8b\"\n[workload]\nrate_per_second = 1.0\n\
+                [envelope]\nsteps = [{ at_seconds = 0, cap_fraction = 0.5 }]\n";
+    let over = Overrides {
+        gpu: Some("h200-sxm".into()),
+        ..Overrides::default()
+    };
+    let s = Scenario::parse(text, Path::new("."), &config_dir(), &over).unwrap();
+    assert_eq!(s.hardware.gpu, "h200-sxm");
+    assert_eq!(s.hardware.profile.hbm_bytes, 141e9);
+    // Two GPUs × 700 W rated.
+    assert_eq!(s.envelope.reference_watts(), Some(1400.0));
+    assert_eq!(s.envelope.cap_at(1.0), Some(700.0));
+    let bad = Overrides {
+        gpu: Some("h999".into()),
+        ..Overrides::default()
+    };
+    match Scenario::parse(text, Path::new("."), &config_dir(), &bad) {
+        Err(GatewayError::Config(m)) => assert!(m.contains("hardware.gpu") && m.contains("h999")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn sim_grid_proof_scenarios_match_the_issue() {
+    use super::envelope::SignalKind;
+    let load = |f: &str| {
+        Scenario::load(
+            &scenarios_dir().join(f),
+            &config_dir(),
+            &Overrides::default(),
+        )
+        .unwrap()
+    };
+    let a = load("grid-a-step30.toml");
+    let d = a.envelope.decreases();
+    assert_eq!(d.len(), 1);
+    assert!((d[0].cap_watts / a.envelope.cap_at(0.0).unwrap() - 0.7).abs() < 1e-9);
+    let b = load("grid-b-phoenix.toml");
+    let seg = b.envelope.segments();
+    assert_eq!(
+        (
+            seg[1].ramp_seconds,
+            seg[2].at_seconds - seg[1].settled_seconds()
+        ),
+        (900.0, 10_800.0)
+    );
+    assert!((seg[1].cap_watts / seg[0].cap_watts - 0.75).abs() < 1e-9);
+    let c = load("grid-c-random-steps.toml");
+    assert_eq!(
+        (c.duration_seconds, c.envelope.segments().len()),
+        (36_000.0, 200)
+    );
+    assert_eq!(c.envelope.kind(), SignalKind::RandomSteps);
+    let reg = load("grid-d-regulation.toml");
+    assert_eq!(reg.envelope.kind(), SignalKind::Regulation);
+    let caps: Vec<f64> = reg
+        .envelope
+        .segments()
+        .iter()
+        .map(|s| s.cap_watts)
+        .collect();
+    assert!(caps
+        .iter()
+        .all(|w| (0.5 * 700.0 - 1e-9..=0.9 * 700.0 + 1e-9).contains(w)));
+    assert!(
+        (reg.envelope.segments()[1].at_seconds - reg.envelope.segments()[0].at_seconds - 2.0).abs()
+            < 1e-9
+    );
+    for s in [&a, &b, &c, &reg] {
+        assert_eq!(s.hardware.shape.name, "llama-3.1-8b");
+        assert!(
+            matches!(&s.workload, super::arrivals::Workload::Poisson(p) if p.priority_cdf[0] > 0.0)
+        );
+    }
+}
+
+#[test]
+fn sim_step_down_and_tracking_are_reported_for_a_capped_run() {
+    // Regulation from 5 s on a decode-heavy H100: the summary has both figures.
+    let env = "[envelope]\nregulation = { center_fraction = 0.7, amplitude_fraction = 0.2, \
+               period_seconds = 2, seed = 3, start_seconds = 5 }";
+    let (_, capped) = run(&scenario("kind = \"cap_limit\"", DECODE_HEAVY, env, 30.0));
+    let d = capped.step_down.clone().expect("decreases");
+    assert!(d.decreases >= 3 && d.p99_seconds >= d.p50_seconds, "{d:?}");
+    let t = capped.tracking.expect("a varying cap");
+    assert!(t.correlation >= t.correlation_at_zero_delay && t.delay_seconds <= 10.0);
+    assert!(t.correlation > 0.3, "{t:?}");
+    assert!(capped.to_text().contains("step down") && capped.to_text().contains("tracking"));
+    let (_, none) = run(&scenario("", DECODE_HEAVY, "", 10.0));
+    assert!(none.step_down.is_none() && none.tracking.is_none());
+}
+
+#[test]
+fn sim_proof_checks_pass_and_fail_against_the_targets() {
+    use super::proof::evaluate;
+    let cap = "[envelope]\nsteps = [{ at_seconds = 0, cap_watts = 700 }, \
+               { at_seconds = 5, cap_watts = 420 }]";
+    let mix = format!("{DECODE_HEAVY}\npriority_mix = {{ interactive = 0.3, standard = 0.7 }}");
+    let (_, base) = run(&scenario("kind = \"cap_limit\"", &mix, cap, 15.0));
+    let pass_of = |checks: &[super::proof::Check], metric: &str| {
+        checks.iter().find(|c| c.metric == metric).unwrap().pass
+    };
+    // A run that meets every target against this baseline and reference.
+    let mut good = base.clone();
+    good.output_tokens_per_joule = base.output_tokens_per_joule * 1.31;
+    good.above_cap_window_share = 0.0005;
+    let d = good.step_down.as_mut().unwrap();
+    (d.p50_seconds, d.p99_seconds) = (0.5, 0.9);
+    let uncapped = base.clone();
+    let c = evaluate(&good, &uncapped, &base, false);
+    for m in [
+        "step_down_p99_seconds",
+        "above_cap_window_share",
+        "tokens_per_joule_vs_cap_limit",
+        "interactive_ttft_p99_vs_uncapped",
+        "interactive_itl_p99_vs_uncapped",
+    ] {
+        assert_eq!(pass_of(&c, m), Some(true), "{m}: {c:?}");
+    }
+    assert_eq!(pass_of(&c, "correlation"), None); // not a regulation signal
+                                                  // And one that misses each.
+    let mut bad = good.clone();
+    bad.output_tokens_per_joule = base.output_tokens_per_joule * 1.29;
+    bad.above_cap_window_share = 0.0011;
+    bad.step_down.as_mut().unwrap().p99_seconds = 1.1;
+    bad.tiers[0].ttft_seconds.p99 = uncapped.tiers[0].ttft_seconds.p99 * 1.11;
+    bad.tiers[0].itl_seconds.p99 = uncapped.tiers[0].itl_seconds.p99 * 1.11;
+    let c = evaluate(&bad, &uncapped, &base, false);
+    assert!(
+        c.iter()
+            .filter(|x| x.metric != "correlation" && x.metric != "delay_seconds")
+            .all(|x| x.pass == Some(false)),
+        "{c:?}"
+    );
+    assert!(c[0].cell.ends_with("FAIL"));
+    // Without interactive traffic the latency checks do not apply.
+    let mut quiet = good.clone();
+    quiet.tiers[0].requests_completed = 0;
+    let c = evaluate(&quiet, &uncapped, &base, false);
+    assert_eq!(pass_of(&c, "interactive_itl_p99_vs_uncapped"), None);
+    // The baseline is not judged against itself.
+    let c = evaluate(&base, &uncapped, &base, true);
+    assert_eq!(pass_of(&c, "tokens_per_joule_vs_cap_limit"), None);
+}
