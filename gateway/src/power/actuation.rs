@@ -41,7 +41,8 @@ impl Actuation {
                 }
             }
         }
-        let wanted = decision.power_limit_watts;
+        // Whole watts: the target moves a little every tick; the firmware needs no finer step.
+        let wanted = decision.power_limit_watts.map(f64::round);
         if self.power_limit != Some(wanted) && !self.power_limit_refused {
             let watts = match wanted {
                 Some(w) => Ok(w),
@@ -194,7 +195,12 @@ mod tests {
         let d = c.tick(t0, Some(&sample(t0, 390.0)), Some(300.0));
         act.apply(&d, &mut hw);
         act.apply(&d, &mut hw);
-        assert_eq!(hw.limit_calls, vec![300.0], "applied once");
+        let limit = d.power_limit_watts.unwrap();
+        assert!(
+            limit < 300.0,
+            "the limit is the target, under the cap: {limit}"
+        );
+        assert_eq!(hw.limit_calls, vec![limit], "applied once");
         assert_eq!(hw.clock_calls.len(), 1);
         act.restore(&mut hw);
         assert_eq!(hw.clock_calls.last(), Some(&None), "clocks unlocked");
@@ -229,6 +235,10 @@ mod tests {
             d.budget.max_seqs < 64,
             "the batch knob does the work: {d:?}"
         );
-        assert_eq!(hw.limit_calls, vec![200.0], "the power limit still works");
+        assert_eq!(
+            hw.limit_calls.first(),
+            Some(&100.0),
+            "the power limit still works (clamped to its minimum)"
+        );
     }
 }

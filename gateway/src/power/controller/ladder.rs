@@ -84,25 +84,22 @@ impl Ladder {
         }
     }
 
-    /// Admission at `effort`; `saturated` (every knob at its floor and still over) also
-    /// defers standard work.
+    /// Admission at `effort`: flexible work waits below `DEFER_FLEXIBLE_BELOW` (and is
+    /// preempted below `PREEMPT_FLEXIBLE_BELOW`, or whenever every knob is at its floor and
+    /// power is still over); standard work is shrunk with the budget, never refused, and
+    /// interactive work runs first inside any budget.
     pub fn admission_at(&self, effort: f64, saturated: bool) -> (TierAdmission, bool) {
         let flexible = if effort < DEFER_FLEXIBLE_BELOW {
             Admission::Defer
         } else {
             Admission::Admit
         };
-        let standard = if saturated {
-            Admission::Defer
-        } else {
-            Admission::Admit
-        };
         let admission = TierAdmission {
             interactive: Admission::Admit,
-            standard,
+            standard: Admission::Admit,
             flexible,
         };
-        (admission, effort < PREEMPT_FLEXIBLE_BELOW)
+        (admission, saturated || effort < PREEMPT_FLEXIBLE_BELOW)
     }
 }
 
@@ -181,7 +178,7 @@ mod tests {
         let (a, preempt) = l.admission_at(0.0, true);
         assert_eq!(
             (a.flexible, a.standard, a.interactive, preempt),
-            (Admission::Defer, Admission::Defer, Admission::Admit, true)
+            (Admission::Defer, Admission::Admit, Admission::Admit, true)
         );
     }
 }

@@ -8,7 +8,10 @@
 //! over a short window, in velocity form (no integrator to wind up; effort is simply
 //! clamped), with a deadband against chatter. When the target drops or power exceeds the cap,
 //! a feed-forward jump goes straight to the effort the online power model (`PowerModel`,
-//! recursive least squares) predicts for it, then waits for the measurements to catch up. The power limit is the backstop that holds even if
+//! recursive least squares) predicts for it, then waits for the measurements to catch up.
+//! Where there is a power-limit actuator, the limit is set to the target itself: GPU firmware
+//! enforces it within ~100 ms, so it does the fast tracking and the effort loop takes over
+//! where the limit cannot reach. The power limit is the backstop that holds even if
 //! gridserve dies: it is set to the cap (per device) whenever a cap binds.
 
 mod config;
@@ -73,6 +76,8 @@ pub struct Controller {
 
 /// How fast effort climbs back when nothing binds (per second).
 const UNCAPPED_RECOVERY_PER_SECOND: f64 = 1.0;
+/// Share of the last second's excess over the cap that the target undershoots by.
+const OVERSHOOT_COMPENSATION: f64 = 0.5;
 
 impl Controller {
     pub fn new(settings: ControllerSettings) -> Self {
@@ -122,7 +127,7 @@ impl Controller {
             .map_or(self.settings.period, |t| now.saturating_duration_since(t))
             .as_secs_f64();
         self.last_tick = Some(now);
-        let binding_cap = cap.filter(|c| *c < self.settings.hardware_max_watts);
+        let binding_cap = cap.filter(|c| *c <= self.settings.hardware_max_watts);
         let fresh = self
             .window
             .newest()
@@ -137,17 +142,17 @@ impl Controller {
             self.effort = (self.effort + UNCAPPED_RECOVERY_PER_SECOND * dt).min(1.0);
             return self.decide(Mode::Uncapped, None, measured, None, false);
         };
-        let target = cap_watts * (1.0 - self.settings.margin_fraction);
+        let target = self.target_watts(cap_watts);
         let Some(watts) = measured else {
             return self.decide(Mode::Tracking, Some(target), None, Some(cap_watts), false);
         };
         let settling = self.settle_until.is_some_and(|t| now < t);
         if !settling {
             self.model.observe(self.effort, watts);
-            if self.feed_forward(target, cap_watts, watts) {
+            if self.feed_forward(target, watts) {
                 self.settle_until = Some(now + self.settings.control_window * 2);
             } else {
-                self.feed_back(target, watts, dt);
+                self.feed_back(target, cap_watts, watts, dt);
             }
         }
         let saturated = self.effort < 0.01 && watts > target;
@@ -159,32 +164,54 @@ impl Controller {
         self.decide(mode, Some(target), Some(watts), Some(cap_watts), saturated)
     }
 
-    /// Jumps straight to the effort predicted to draw `target` when the target dropped or
-    /// power is over the cap itself. Returns whether it jumped.
-    fn feed_forward(&mut self, target: f64, cap_watts: f64, watts: f64) -> bool {
-        let dropped = self
-            .last_target
-            .is_none_or(|last| target < last * (1.0 - self.settings.deadband_fraction));
+    /// The power to steer for: the cap minus the margin, and minus half of whatever the last
+    /// second's average is over the cap — compliance is judged on 1 s averages, so after a
+    /// step down the power must briefly undershoot for the average to get under in time.
+    fn target_watts(&self, cap_watts: f64) -> f64 {
+        let base = cap_watts * (1.0 - self.settings.margin_fraction);
+        let excess = self
+            .window
+            .mean_watts(Duration::from_secs(1))
+            .map_or(0.0, |avg| (avg - cap_watts).max(0.0));
+        (base - OVERSHOOT_COMPENSATION * excess).max(0.0)
+    }
+
+    /// Jumps straight to the effort predicted to draw `target` when the target moved past
+    /// the deadband (down, or up: a regulation signal must be followed both ways). Returns
+    /// whether it jumped.
+    fn feed_forward(&mut self, target: f64, watts: f64) -> bool {
+        let band = self.settings.deadband_fraction;
+        let moved = self.last_target.map_or(0.0, |last| (target - last) / last);
         self.last_target = Some(target);
-        if !(watts > cap_watts || (dropped && watts > target)) {
+        let down = moved < -band && watts > target;
+        let up = moved > band && watts < target;
+        if !(down || up) {
             return false;
         }
         let predicted = self.model.effort_for(target).unwrap_or_else(|| {
             // Until the model has seen a spread of efforts, scale the power above the floor.
             let floor = self.settings.prior_floor_watts;
-            self.effort * ((target - floor) / (watts - floor).max(1.0)).clamp(0.0, 1.0)
+            self.effort * ((target - floor) / (watts - floor).max(1.0)).max(0.0)
         });
         self.last_error = 0.0;
-        self.effort = self.effort.min(predicted);
+        self.effort = if down {
+            self.effort.min(predicted)
+        } else {
+            self.effort.max(predicted)
+        }
+        .clamp(0.0, 1.0);
         true
     }
 
-    /// PI in velocity form on the relative error, with a deadband.
-    fn feed_back(&mut self, target: f64, watts: f64, dt: f64) {
+    /// PI in velocity form on the relative error, with a deadband; twice as hard while power
+    /// is over the cap itself.
+    fn feed_back(&mut self, target: f64, cap_watts: f64, watts: f64, dt: f64) {
         let s = &self.settings;
         let raw = (target - watts) / target;
         let error = if raw.abs() < s.deadband_fraction {
             0.0
+        } else if watts > cap_watts {
+            2.0 * raw
         } else {
             raw
         };
@@ -214,9 +241,13 @@ impl Controller {
     ) -> Decision {
         let ladder = &self.settings.ladder;
         let (admission, preempt_flexible) = ladder.admission_at(self.effort, saturated);
-        let power_limit_watts = cap_watts
+        // The firmware holds the power limit within ~100 ms, faster than any clock loop, so
+        // the limit tracks the target itself (the cap in safe mode); the clock and budget
+        // steer what the limit cannot reach (below its minimum) or where it is refused.
+        let power_limit_watts = target_watts
+            .or(cap_watts)
             .zip(self.settings.power_limit_range_watts)
-            .map(|(cap, (min, max))| (cap / self.devices as f64).clamp(min, max));
+            .map(|(watts, (min, max))| (watts / self.devices as f64).clamp(min, max));
         Decision {
             mode,
             target_watts,
