@@ -26,9 +26,6 @@ pub struct PolicyInput<'a> {
     pub sample: &'a PowerSample,
     /// This replica's share of the fleet cap (fleet cap / replicas), if a cap is in force.
     pub cap_watts: Option<f64>,
-    /// The strictest share of the coming second: what gridserve's controller steers for, as
-    /// in `serve` (a known schedule is read ahead; the baseline only follows the cap now).
-    pub cap_ahead_watts: Option<f64>,
     pub running: usize,
     pub waiting: usize,
 }
@@ -104,7 +101,7 @@ pub struct AdaptivePolicy {
 impl Policy for AdaptivePolicy {
     fn tick(&mut self, input: &PolicyInput<'_>) -> Decision {
         self.controller
-            .tick(input.at, Some(input.sample), input.cap_ahead_watts)
+            .tick(input.at, Some(input.sample), input.cap_watts)
     }
 
     fn refused(&mut self, refusals: Refusals) {

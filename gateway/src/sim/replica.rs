@@ -130,11 +130,6 @@ impl Replica {
             cap_watts: envelope
                 .cap_at(self.clock_seconds)
                 .map(|w| w / self.replicas as f64),
-            cap_ahead_watts: [self.clock_seconds, self.clock_seconds + 1.0]
-                .iter()
-                .filter_map(|&t| envelope.cap_at(t))
-                .reduce(f64::min)
-                .map(|w| w / self.replicas as f64),
             running: self.scheduler.num_running(),
             waiting: self.scheduler.num_waiting(),
         };
