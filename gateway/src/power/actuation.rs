@@ -108,8 +108,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::engine::StepBudget;
-    use crate::power::controller::{ClockKnob, Controller, ControllerSettings, Ladder};
+    use crate::power::controller::Controller;
     use crate::power::{ActuatorLimits, DeviceSample, EnergySource, PowerSample};
 
     /// Records calls; refuses clocks (no root) when asked to.
@@ -123,10 +122,10 @@ mod tests {
     impl PowerActuator for Recorder {
         fn limits(&self) -> Result<ActuatorLimits, GatewayError> {
             Ok(ActuatorLimits {
-                power_limit_min_watts: 100.0,
-                power_limit_max_watts: 400.0,
-                sm_clock_min_mhz: 200,
-                sm_clock_max_mhz: 1400,
+                power_limit_min_watts: 200.0,
+                power_limit_max_watts: 700.0,
+                sm_clock_min_mhz: 345,
+                sm_clock_max_mhz: 1980,
             })
         }
         fn set_sm_clock(&mut self, range: Option<ClockRange>) -> Result<(), GatewayError> {
@@ -143,35 +142,7 @@ mod tests {
     }
 
     fn controller() -> Controller {
-        let budget = StepBudget {
-            max_seqs: 64,
-            max_tokens: 2048,
-        };
-        Controller::new(ControllerSettings {
-            period: Duration::from_millis(100),
-            margin_fraction: 0.05,
-            deadband_fraction: 0.01,
-            sensor_timeout: Duration::from_secs(2),
-            control_window: Duration::from_millis(100),
-            gain_proportional: 0.2,
-            gain_integral_per_second: 1.0,
-            ladder: Ladder {
-                duty_cycle_floor: 0.2,
-                clock: Some(ClockKnob {
-                    floor_mhz: 600,
-                    max_mhz: 1400,
-                }),
-                max_budget: budget,
-                min_budget: StepBudget {
-                    max_seqs: 2,
-                    max_tokens: 64,
-                },
-            },
-            power_limit_range_watts: Some((100.0, 400.0)),
-            hardware_max_watts: 400.0,
-            prior_floor_watts: 60.0,
-            prior_full_watts: 400.0,
-        })
+        Controller::new(crate::power::controller::tests::settings())
     }
 
     fn sample(at: Instant, watts: f64) -> PowerSample {
@@ -192,19 +163,23 @@ mod tests {
     fn only_changes_reach_the_hardware_and_restore_undoes_them() {
         let (mut c, mut hw, mut act) = (controller(), Recorder::default(), Actuation::default());
         let t0 = Instant::now();
-        let d = c.tick(t0, Some(&sample(t0, 390.0)), Some(300.0));
+        let d = c.tick(t0, Some(&sample(t0, 600.0)), Some(500.0));
         act.apply(&d, &mut hw);
         act.apply(&d, &mut hw);
         let limit = d.power_limit_watts.unwrap();
         assert!(
-            limit < 300.0,
+            limit < 500.0,
             "the limit is the target, under the cap: {limit}"
         );
-        assert_eq!(hw.limit_calls, vec![limit], "applied once");
+        assert_eq!(
+            hw.limit_calls,
+            vec![limit.round()],
+            "applied once, in whole watts"
+        );
         assert_eq!(hw.clock_calls.len(), 1);
         act.restore(&mut hw);
         assert_eq!(hw.clock_calls.last(), Some(&None), "clocks unlocked");
-        assert_eq!(hw.limit_calls.last(), Some(&400.0), "limit back at maximum");
+        assert_eq!(hw.limit_calls.last(), Some(&700.0), "limit back at maximum");
     }
 
     #[test]
@@ -217,7 +192,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..5u64 {
             let at = t0 + Duration::from_millis(100 * i);
-            let d = c.tick(at, Some(&sample(at, 390.0)), Some(200.0));
+            let d = c.tick(at, Some(&sample(at, 690.0)), Some(220.0));
             let refusals = act.apply(&d, &mut hw);
             c.drop_refused(refusals);
         }
@@ -237,7 +212,7 @@ mod tests {
         );
         assert_eq!(
             hw.limit_calls.first(),
-            Some(&100.0),
+            Some(&200.0),
             "the power limit still works (clamped to its minimum)"
         );
     }

@@ -15,7 +15,8 @@ fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config")
 }
 
-fn settings() -> ControllerSettings {
+/// H100-like settings (also used by the actuation tests).
+pub(crate) fn settings() -> ControllerSettings {
     ControllerSettings {
         period: PERIOD,
         margin_fraction: 0.04,
