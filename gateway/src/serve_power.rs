@@ -45,6 +45,10 @@ pub fn start(
 ) -> Result<PowerMonitor, GatewayError> {
     let hook = if config.enabled {
         let hardware = hardware(&mut parts, grid);
+        if let Some(l) = &hardware.limits {
+            // Caps below every device's minimum power limit are accepted but flagged.
+            grid.learn_hardware_min_watts(l.power_limit_min_watts * hardware.devices as f64);
+        }
         tracing::info!(
             devices = hardware.devices,
             max_watts = hardware.max_watts,

@@ -36,7 +36,7 @@ pub async fn create(
     ApiJson(body): ApiJson<EnvelopeRequest>,
 ) -> Result<Response, ApiError> {
     let now = now_unix();
-    let (envelope, warnings) = body.resolve(now, state.grid().config())?;
+    let (envelope, warnings) = body.resolve(now, &state.grid().effective_config())?;
     let stored = envelope.clone();
     blocking(state.grid(), move |grid| {
         grid.store().insert(&stored, &actor, now)?;

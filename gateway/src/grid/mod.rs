@@ -68,6 +68,9 @@ pub struct GridState {
 
 struct Inner {
     config: GridConfig,
+    /// The lowest cap the power limits can enforce, as the power backend reported it (used
+    /// when `hardware_min_watts` is not configured).
+    learned_min_watts: std::sync::RwLock<Option<f64>>,
     store: Store,
     live: watch::Sender<Arc<[Envelope]>>,
     power: watch::Receiver<Option<PowerSample>>,
@@ -97,6 +100,7 @@ impl GridState {
         let state = GridState {
             inner: Arc::new(Inner {
                 config,
+                learned_min_watts: std::sync::RwLock::new(None),
                 store,
                 live,
                 power,
@@ -125,6 +129,23 @@ impl GridState {
 
     pub fn config(&self) -> &GridConfig {
         &self.inner.config
+    }
+
+    /// The power backend's lowest enforceable cap (all devices' minimum power limits).
+    pub fn learn_hardware_min_watts(&self, watts: f64) {
+        if let Ok(mut min) = self.inner.learned_min_watts.write() {
+            *min = Some(watts);
+        }
+    }
+
+    /// The config, with what the hardware reported filled in where the file is silent; what
+    /// a new envelope is checked against.
+    pub fn effective_config(&self) -> GridConfig {
+        let mut config = self.inner.config.clone();
+        if config.hardware_min_watts.is_none() {
+            config.hardware_min_watts = self.inner.learned_min_watts.read().ok().and_then(|m| *m);
+        }
+        config
     }
 
     pub fn store(&self) -> &Store {
