@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::checks::{bad, non_negative, ordered, positive, within};
+use super::checks::{bad, load_file, non_negative, ordered, positive, within};
 use crate::GatewayError;
 
 #[derive(Debug, Deserialize)]
@@ -143,12 +143,7 @@ impl GpuProfile {
     }
 
     pub fn load(path: &Path) -> Result<Self, GatewayError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| GatewayError::Config(format!("reading {}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| match e {
-            GatewayError::Config(m) => GatewayError::Config(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        load_file(path, Self::parse)
     }
 
     pub fn parse(text: &str) -> Result<Self, GatewayError> {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::checks::{bad, positive};
+use super::checks::{bad, load_file, positive};
 use crate::GatewayError;
 
 #[derive(Debug, Deserialize)]
@@ -43,12 +43,7 @@ impl ModelShape {
     }
 
     pub fn load(path: &Path) -> Result<Self, GatewayError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| GatewayError::Config(format!("reading {}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| match e {
-            GatewayError::Config(m) => GatewayError::Config(format!("{}: {m}", path.display())),
-            other => other,
-        })
+        load_file(path, Self::parse)
     }
 
     pub fn parse(text: &str) -> Result<Self, GatewayError> {
