@@ -116,6 +116,58 @@ async fn writes_need_an_operator_token_and_reads_are_open() {
 }
 
 #[tokio::test]
+async fn a_401_names_the_bearer_scheme() {
+    let (s, _dir) = grid_server(|_| {}).await;
+    let response = s
+        .client
+        .post(s.url(ENVELOPES))
+        .json(&json!({"cap_watts": 500}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"gridserve\""
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_records_every_change_for_operators_only() {
+    let (s, _dir) = grid_server(|_| {}).await;
+    let audit = |token: Option<&'static str>| {
+        send(
+            &s.client,
+            reqwest::Method::GET,
+            s.url("/v1/grid/audit"),
+            token,
+            None,
+        )
+    };
+    assert_eq!(audit(None).await.0, 401);
+    assert_eq!(audit(Some(API_KEY)).await.0, 403);
+    let body = json!({"id": "dr-7", "cap_watts": 450, "duration_seconds": 600});
+    assert_eq!(post(&s, Some(OPERATOR), &body).await.0, 201);
+    assert_eq!(delete(&s, "dr-7", Some(OPERATOR)).await.0, 200);
+    let (status, log) = audit(Some(OPERATOR)).await;
+    assert_eq!(status, 200);
+    let entries = log["data"].as_array().unwrap();
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["envelope_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(actions, [("create", "dr-7"), ("cancel", "dr-7")]);
+    assert_eq!(entries[0]["intervals"][0]["cap_watts"], 450.0);
+    assert!(!entries[0]["actor"].as_str().unwrap().is_empty());
+    assert!(entries[1]["at"].as_f64().unwrap() >= entries[0]["at"].as_f64().unwrap());
+}
+
+#[tokio::test]
 async fn completions_need_an_api_key_once_one_is_configured() {
     let (s, _dir) = grid_server(|_| {}).await;
     let body = json!({"model": common::MODEL, "prompt": "a", "max_tokens": 2, "temperature": 0});

@@ -120,6 +120,30 @@ pub async fn cancel(
     Ok(Json(envelope_json(&envelope, now)))
 }
 
+/// `GET /v1/grid/audit`: every envelope change, oldest first, with who made it (operators
+/// only: it names them).
+pub async fn audit(
+    State(state): State<AppState>,
+    Operator(_): Operator,
+) -> Result<Json<Value>, ApiError> {
+    let entries = blocking(state.grid(), |grid| grid.store().audit_log()).await?;
+    let data: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            // `detail` holds the created envelope's intervals as JSON (empty on a cancel).
+            let detail = serde_json::from_str::<Value>(&e.detail).unwrap_or(Value::Null);
+            json!({
+                "at": e.at,
+                "action": e.action,
+                "envelope_id": e.envelope_id,
+                "actor": e.actor,
+                "intervals": detail,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
 /// `GET /v1/grid/status`.
 pub async fn status(State(state): State<AppState>) -> Json<Value> {
     Json(state.grid().status(now_unix()))

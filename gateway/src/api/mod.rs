@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
             get(grid::get).delete(grid::cancel),
         )
         .route("/v1/grid/status", get(grid::status))
+        .route("/v1/grid/audit", get(grid::audit))
         .merge(model_routes)
         .fallback(layers::not_found)
         .method_not_allowed_fallback(layers::method_not_allowed)

@@ -250,14 +250,33 @@ impl Scheduler {
         false
     }
 
-    /// Plans the next step within `budget`.
+    /// Plans the next step within `budget`: running sequences in (priority, admission) order,
+    /// then waiting ones. One exception keeps a higher tier from queueing behind a lower
+    /// tier's long prompt or full batch: while work of a higher tier waits, running
+    /// lower-tier sequences let the newcomers in first and take what budget is left after
+    /// them (they keep their KV cache; at worst they skip a step).
     pub fn schedule(&mut self, budget: StepBudget, _now: Instant) -> StepPlan {
         let mut plan = StepPlan::default();
         let mut tokens_left = budget.max_tokens;
         self.running.sort_by_key(|s| (s.req.priority, s.admitted));
+        let gate = self.gate;
+        let first_waiting = self
+            .waiting
+            .iter()
+            .filter(|s| gate.admits(s.req.priority))
+            .map(|s| s.req.priority)
+            .min();
+        let mut yielded: Vec<(SeqId, Priority)> = Vec::new();
         let mut i = 0;
         while i < self.running.len() && tokens_left > 0 && plan.batch.seqs.len() < budget.max_seqs {
-            let take = (self.running[i].tokens.len() - self.running[i].computed).min(tokens_left);
+            let seq = &self.running[i];
+            let remaining = seq.tokens.len() - seq.computed;
+            if first_waiting.is_some_and(|p| p < seq.req.priority) {
+                yielded.push((seq.id, seq.req.priority));
+                i += 1;
+                continue;
+            }
+            let take = remaining.min(tokens_left);
             if !self.reserve_running(i, take, &mut plan) {
                 break; // `i` itself was preempted: nothing after it can run either
             }
@@ -266,9 +285,47 @@ impl Scheduler {
             i += 1;
         }
         if plan.preempted.is_empty() {
-            self.admit_waiting(&mut plan, tokens_left, budget.max_seqs);
+            // Higher tiers first, then the yielded prefills, then the rest of the queue.
+            let yielding_tier = yielded.iter().map(|(_, p)| *p).min();
+            if yielding_tier.is_some() {
+                tokens_left =
+                    self.admit_waiting(&mut plan, tokens_left, budget.max_seqs, yielding_tier);
+                tokens_left =
+                    self.resume_yielded(&yielded, &mut plan, tokens_left, budget.max_seqs);
+            }
+            self.admit_waiting(&mut plan, tokens_left, budget.max_seqs, None);
         }
         plan
+    }
+
+    /// Gives sequences that yielded to a higher tier what budget is left, without preempting
+    /// anything for them.
+    fn resume_yielded(
+        &mut self,
+        yielded: &[(SeqId, Priority)],
+        plan: &mut StepPlan,
+        mut tokens_left: usize,
+        max_seqs: usize,
+    ) -> usize {
+        for (id, _) in yielded {
+            if tokens_left == 0 || plan.batch.seqs.len() >= max_seqs {
+                break;
+            }
+            let Some(seq) = self.running.iter_mut().find(|s| s.id == *id) else {
+                continue;
+            };
+            let take = (seq.tokens.len() - seq.computed).min(tokens_left);
+            if self
+                .alloc
+                .grow(&mut seq.blocks, seq.computed + take)
+                .is_none()
+            {
+                break;
+            }
+            plan.batch.seqs.push(step_for(seq, take));
+            tokens_left -= take;
+        }
+        tokens_left
     }
 
     /// Grows running sequence `i`'s blocks for `take` more tokens, preempting from the back of
@@ -301,18 +358,22 @@ impl Scheduler {
         self.waiting.push(seq);
     }
 
-    /// Admits waiting sequences in (priority, arrival) order while budget and blocks last. The
-    /// first that does not fit stops admission, so a big request is not starved by small ones.
-    fn admit_waiting(&mut self, plan: &mut StepPlan, mut tokens_left: usize, max_seqs: usize) {
+    /// Admits waiting sequences in (priority, arrival) order while budget and blocks last —
+    /// only tiers above `above` when it is set — and returns the budget left. The first that
+    /// does not fit stops admission, so a big request is not starved by small ones.
+    fn admit_waiting(
+        &mut self,
+        plan: &mut StepPlan,
+        mut tokens_left: usize,
+        max_seqs: usize,
+        above: Option<Priority>,
+    ) -> usize {
         self.waiting.sort_by_key(|s| (s.req.priority, s.arrived));
         let gate = self.gate;
+        let wanted = |p: Priority| gate.admits(p) && above.is_none_or(|a| p < a);
         while tokens_left > 0 && plan.batch.seqs.len() < max_seqs {
             // Sequences of closed tiers stay queued; they do not block the open ones.
-            let Some(next) = self
-                .waiting
-                .iter()
-                .position(|s| gate.admits(s.req.priority))
-            else {
+            let Some(next) = self.waiting.iter().position(|s| wanted(s.req.priority)) else {
                 break;
             };
             let seq = &mut self.waiting[next];
@@ -331,6 +392,7 @@ impl Scheduler {
             tokens_left -= take;
             self.running.push(seq);
         }
+        tokens_left
     }
 
     /// Applies a step's results: advances what was computed, samples where logits came back,

@@ -125,6 +125,46 @@ fn long_prompts_are_chunked_under_the_token_budget_without_stalling_decode() {
 }
 
 #[test]
+fn a_waiting_interactive_request_goes_ahead_of_running_lower_tier_work() {
+    let mut b = FakeBackend::new(100, 64, 4, 256);
+    let mut s = Scheduler::new(b.info());
+    s.add(1, req(vec![1, 2], 10, Priority::Standard), Instant::now())
+        .unwrap();
+    s.add(
+        2,
+        req((0..20).map(|i| i % 50 + 1).collect(), 2, Priority::Flexible),
+        Instant::now(),
+    )
+    .unwrap();
+    let budget = StepBudget {
+        max_tokens: 8,
+        max_seqs: 2,
+    };
+    step(&mut s, &mut b, budget); // seq 1 prefilled (2), seq 2 starts its prompt (6 of 20)
+    s.add(
+        3,
+        req(vec![7, 8, 9], 2, Priority::Interactive),
+        Instant::now(),
+    )
+    .unwrap();
+    step(&mut s, &mut b, budget);
+    step(&mut s, &mut b, budget);
+    // The interactive prompt is prefilled in the first step after it arrives, ahead of the
+    // flexible prefill, and both seats go to it and the standard decode; the flexible
+    // sequence resumes where it was once nothing above it waits (it kept its KV cache).
+    assert_eq!(
+        &b.steps,
+        &[
+            vec![(1, 2), (2, 6)],
+            vec![(3, 3), (1, 1)],
+            vec![(3, 1), (1, 1)],
+        ]
+    );
+    step(&mut s, &mut b, budget);
+    assert_eq!(b.steps[3], vec![(1, 1), (2, 7)]);
+}
+
+#[test]
 fn budget_limits_sequences_per_step() {
     let mut b = FakeBackend::new(100, 64, 4, 256);
     let mut s = Scheduler::new(b.info());

@@ -19,7 +19,6 @@ pub struct RawControllerConfig {
     deadband_fraction: f64,
     sensor_timeout_seconds: f64,
     control_window_seconds: f64,
-    gain_proportional: f64,
     gain_integral_per_second: f64,
     min_max_seqs: usize,
     min_max_tokens: usize,
@@ -37,7 +36,6 @@ pub struct ControllerConfig {
     pub deadband_fraction: f64,
     pub sensor_timeout: Duration,
     pub control_window: Duration,
-    pub gain_proportional: f64,
     pub gain_integral_per_second: f64,
     pub min_budget: StepBudget,
     /// Lowest SM clock the controller locks, as a fraction of the maximum.
@@ -77,11 +75,12 @@ fn positive_fraction(key: &str, value: f64) -> Result<f64, GatewayError> {
 
 impl RawControllerConfig {
     pub fn validate(self) -> Result<ControllerConfig, GatewayError> {
-        let gains_ok = [self.gain_proportional, self.gain_integral_per_second]
-            .iter()
-            .all(|g| g.is_finite() && *g >= 0.0);
-        if !gains_ok {
-            return Err(bad("gain_*", "must be non-negative numbers"));
+        let gain = self.gain_integral_per_second;
+        if !(gain.is_finite() && gain >= 0.0) {
+            return Err(bad(
+                "gain_integral_per_second",
+                "must be a non-negative number",
+            ));
         }
         if self.min_max_seqs == 0 || self.min_max_tokens == 0 {
             return Err(bad("min_max_seqs / min_max_tokens", "must be at least 1"));
@@ -93,7 +92,6 @@ impl RawControllerConfig {
             deadband_fraction: fraction("deadband_fraction", self.deadband_fraction, 0.2)?,
             sensor_timeout: seconds("sensor_timeout_seconds", self.sensor_timeout_seconds)?,
             control_window: seconds("control_window_seconds", self.control_window_seconds)?,
-            gain_proportional: self.gain_proportional,
             gain_integral_per_second: self.gain_integral_per_second,
             min_budget: StepBudget {
                 max_seqs: self.min_max_seqs,
@@ -141,7 +139,6 @@ impl ControllerConfig {
             deadband_fraction: self.deadband_fraction,
             sensor_timeout: self.sensor_timeout,
             control_window: self.control_window,
-            gain_proportional: self.gain_proportional,
             gain_integral_per_second: self.gain_integral_per_second,
             ladder: Ladder {
                 clock,
@@ -154,8 +151,7 @@ impl ControllerConfig {
                 .as_ref()
                 .map(|l| (l.power_limit_min_watts, l.power_limit_max_watts)),
             hardware_max_watts: hardware.max_watts,
-            prior_floor_watts: hardware.floor_watts,
-            prior_full_watts: hardware.max_watts,
+            idle_watts: hardware.floor_watts,
         }
     }
 }

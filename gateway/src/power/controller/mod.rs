@@ -3,21 +3,23 @@
 //! clock or touches hardware, so `serve`, `simulate` and the tests drive the same code.
 //!
 //! How it steers: one *effort* number in 0..=1 is mapped onto the knobs by the `Ladder`
-//! (clock first, then batch, flexible work deferred and preempted on the way). Effort follows
-//! the target (cap minus a safety margin) by PI feedback on the sensor's instant power averaged
-//! over a short window, in velocity form (no integrator to wind up; effort is simply
-//! clamped), with a deadband against chatter. When the target drops or power exceeds the cap,
-//! a feed-forward jump goes straight to the effort the online power model (`PowerModel`,
-//! recursive least squares) predicts for it, then waits for the measurements to catch up.
-//! Where there is a power-limit actuator, the limit is set to the target itself: GPU firmware
-//! enforces it within ~100 ms, so it does the fast tracking and the effort loop takes over
-//! where the limit cannot reach. The power limit is the backstop that holds even if
-//! gridserve dies: it is set to the cap (per device) whenever a cap binds.
+//! (clock first, with the prefill chunk shrinking with it; then the batch; flexible work
+//! deferred and preempted on the way). The ladder also says how much of the power above idle
+//! each effort draws (`relative_power`: f·V² for the clock), which makes the plant nearly
+//! linear in that coordinate. When the target moves past the deadband — a step, a ramp, a
+//! regulation setpoint — or power breaks through the cap, the controller jumps straight to
+//! the effort predicted to draw the target (assuming a share of the power, HBM traffic, does
+//! not move) and waits a control window plus the actuator delay for the measurements to show
+//! it; between jumps, integral action corrects the rest. The target undershoots the cap by
+//! the margin and by half of the last second's excess, since compliance is judged on 1 s
+//! averages. Admission follows effort smoothed over 2 s, so a jump's transient dip does not
+//! defer or preempt work. Where there is a power-limit actuator, the limit is set to the
+//! target: GPU firmware enforces it within ~100 ms, and it is the backstop that holds even if
+//! gridserve dies.
 
 mod config;
 mod decision;
 mod ladder;
-mod model;
 mod window;
 
 #[cfg(test)]
@@ -28,7 +30,6 @@ use std::time::{Duration, Instant};
 pub use config::{ControllerConfig, Hardware, RawControllerConfig};
 pub use decision::{Admission, Decision, Mode, TierAdmission};
 pub use ladder::{ClockKnob, Ladder};
-pub use model::PowerModel;
 pub use window::PowerWindow;
 
 use super::{PowerSample, Refusals};
@@ -46,8 +47,6 @@ pub struct ControllerSettings {
     pub sensor_timeout: Duration,
     /// Window over which power is measured for feedback.
     pub control_window: Duration,
-    /// Effort per unit of relative error change (proportional, velocity form).
-    pub gain_proportional: f64,
     /// Effort per second per unit of relative error (integral).
     pub gain_integral_per_second: f64,
     pub ladder: Ladder,
@@ -55,22 +54,22 @@ pub struct ControllerSettings {
     pub power_limit_range_watts: Option<(f64, f64)>,
     /// Most the devices can draw together: a cap at or above it does not bind.
     pub hardware_max_watts: f64,
-    /// Prior for the power model: draw at effort 0 and at effort 1 (all devices).
-    pub prior_floor_watts: f64,
-    pub prior_full_watts: f64,
+    /// Draw of all devices idle: the part of power no knob moves.
+    pub idle_watts: f64,
 }
 
 pub struct Controller {
     settings: ControllerSettings,
     effort: f64,
-    model: PowerModel,
+    /// Effort smoothed over `ADMISSION_SECONDS`: admission follows sustained pressure, not a
+    /// jump's transient dip (deferring and preempting work costs more than a brief cut).
+    sustained_effort: f64,
     window: PowerWindow,
     devices: usize,
-    last_error: f64,
     last_target: Option<f64>,
     last_tick: Option<Instant>,
-    /// After a feed-forward jump, measurements still show the old operating point for about
-    /// one window plus the actuator delay: no further jumps and no integral action until then.
+    /// After a jump, measurements still show the old operating point for about one control
+    /// window plus the actuator delay: no feedback until then.
     settle_until: Option<Instant>,
 }
 
@@ -78,17 +77,27 @@ pub struct Controller {
 const UNCAPPED_RECOVERY_PER_SECOND: f64 = 1.0;
 /// Share of the last second's excess over the cap that the target undershoots by.
 const OVERSHOOT_COMPENSATION: f64 = 0.5;
+/// The compensation never asks for less than this share of the cap.
+const COMPENSATED_TARGET_FLOOR: f64 = 0.85;
+/// Sustained effort under which being saturated preempts flexible work.
+const SATURATED_EFFORT: f64 = 0.1;
+/// Time constant of `sustained_effort`.
+const ADMISSION_SECONDS: f64 = 2.0;
+/// Share of the power above idle that the knobs do not move (HBM traffic is paid per byte
+/// whatever the clock): a jump assumes it stays, so it cuts the rest harder.
+const FIXED_SHARE: f64 = 0.3;
+/// Time the hardware takes to act on a command (clock lock, power limit), added to the
+/// control window when waiting for a jump to show.
+const ACTUATOR_DELAY: Duration = Duration::from_millis(100);
 
 impl Controller {
     pub fn new(settings: ControllerSettings) -> Self {
-        let model = PowerModel::new(settings.prior_floor_watts, settings.prior_full_watts, 0.97);
         Self {
             settings,
             effort: 1.0,
-            model,
+            sustained_effort: 1.0,
             window: PowerWindow::default(),
             devices: 1,
-            last_error: 0.0,
             last_target: None,
             last_tick: None,
             settle_until: None,
@@ -127,6 +136,8 @@ impl Controller {
             .map_or(self.settings.period, |t| now.saturating_duration_since(t))
             .as_secs_f64();
         self.last_tick = Some(now);
+        let keep = (-dt / ADMISSION_SECONDS).exp();
+        self.sustained_effort = keep * self.sustained_effort + (1.0 - keep) * self.effort;
         let binding_cap = cap.filter(|c| *c <= self.settings.hardware_max_watts);
         let fresh = self
             .window
@@ -138,7 +149,6 @@ impl Controller {
         let measured = self.window.mean_watts(self.settings.control_window);
         let Some(cap_watts) = binding_cap else {
             self.last_target = None;
-            self.last_error = 0.0;
             self.effort = (self.effort + UNCAPPED_RECOVERY_PER_SECOND * dt).min(1.0);
             return self.decide(Mode::Uncapped, None, measured, None, false);
         };
@@ -146,14 +156,18 @@ impl Controller {
         let Some(watts) = measured else {
             return self.decide(Mode::Tracking, Some(target), None, Some(cap_watts), false);
         };
+        let moved = self.last_target.map_or(0.0, |last| (target - last) / last);
+        self.last_target = Some(target);
         let settling = self.settle_until.is_some_and(|t| now < t);
-        if !settling {
-            self.model.observe(self.effort, watts);
-            if self.feed_forward(target, watts) {
-                self.settle_until = Some(now + self.settings.control_window * 2);
-            } else {
-                self.feed_back(target, cap_watts, watts, dt);
-            }
+        let band = self.settings.deadband_fraction;
+        if moved.abs() > band || (watts > cap_watts && !settling) {
+            // Feed-forward: the target moved (or power broke through): jump to the effort
+            // predicted to draw it and wait for the measurements to show the new point.
+            self.steer(target, watts, 1.0);
+            self.settle_until = Some(now + self.settings.control_window + ACTUATOR_DELAY);
+        } else if !settling && ((target - watts) / target).abs() > band {
+            let gain = (self.settings.gain_integral_per_second * dt).min(1.0);
+            self.steer(target, watts, gain);
         }
         let saturated = self.effort < 0.01 && watts > target;
         let mode = if saturated {
@@ -164,67 +178,36 @@ impl Controller {
         self.decide(mode, Some(target), Some(watts), Some(cap_watts), saturated)
     }
 
-    /// The power to steer for: the cap minus the margin, and minus half of whatever the last
-    /// second's average is over the cap — compliance is judged on 1 s averages, so after a
-    /// step down the power must briefly undershoot for the average to get under in time.
+    /// The power to steer for: the cap minus the margin, and minus whatever the last second's
+    /// average is over the cap — compliance is judged on 1 s averages, so after a step down
+    /// the power must briefly undershoot for the average to get under in time.
     fn target_watts(&self, cap_watts: f64) -> f64 {
         let base = cap_watts * (1.0 - self.settings.margin_fraction);
         let excess = self
             .window
             .mean_watts(Duration::from_secs(1))
             .map_or(0.0, |avg| (avg - cap_watts).max(0.0));
-        (base - OVERSHOOT_COMPENSATION * excess).max(0.0)
+        (base - OVERSHOOT_COMPENSATION * excess).max(COMPENSATED_TARGET_FLOOR * cap_watts)
     }
 
-    /// Jumps straight to the effort predicted to draw `target` when the target moved past
-    /// the deadband (down, or up: a regulation signal must be followed both ways). Returns
-    /// whether it jumped.
-    fn feed_forward(&mut self, target: f64, watts: f64) -> bool {
-        let band = self.settings.deadband_fraction;
-        let moved = self.last_target.map_or(0.0, |last| (target - last) / last);
-        self.last_target = Some(target);
-        let down = moved < -band && watts > target;
-        let up = moved > band && watts < target;
-        if !(down || up) {
-            return false;
-        }
-        let predicted = self.model.effort_for(target).unwrap_or_else(|| {
-            // Until the model has seen a spread of efforts, scale the power above the floor.
-            let floor = self.settings.prior_floor_watts;
-            self.effort * ((target - floor) / (watts - floor).max(1.0)).max(0.0)
-        });
-        self.last_error = 0.0;
-        self.effort = if down {
-            self.effort.min(predicted)
-        } else {
-            self.effort.max(predicted)
-        }
-        .clamp(0.0, 1.0);
-        true
-    }
-
-    /// PI in velocity form on the relative error, with a deadband; twice as hard while power
-    /// is over the cap itself.
-    fn feed_back(&mut self, target: f64, cap_watts: f64, watts: f64, dt: f64) {
-        let s = &self.settings;
-        let raw = (target - watts) / target;
-        let error = if raw.abs() < s.deadband_fraction {
-            0.0
-        } else if watts > cap_watts {
-            2.0 * raw
-        } else {
-            raw
-        };
-        let delta = s.gain_proportional * (error - self.last_error)
-            + s.gain_integral_per_second * error * dt;
-        self.last_error = error;
-        self.effort = (self.effort + delta).clamp(0.0, 1.0);
+    /// Moves effort a share `gain` of the way to the effort predicted to draw `target`, given
+    /// `watts` now: power above idle splits into a part the knobs do not move and a part they
+    /// scale by the ladder's `relative_power`; the step is taken in that scaled power, where
+    /// the plant is close to linear.
+    fn steer(&mut self, target: f64, watts: f64, gain: f64) {
+        let ladder = &self.settings.ladder;
+        let idle = self.settings.idle_watts.min(watts);
+        let fixed = idle + FIXED_SHARE * (watts - idle);
+        let scaled_now = (watts - fixed).max(1.0);
+        let wanted = ((target - fixed) / scaled_now).clamp(0.0, 4.0);
+        let relative = ladder.relative_power(self.effort);
+        let next = relative * (1.0 + gain * (wanted - 1.0));
+        self.effort = ladder.effort_for_relative_power(next).clamp(0.0, 1.0);
     }
 
     fn safe(&mut self, cap_watts: Option<f64>) -> Decision {
         self.effort = 0.0;
         self.settle_until = None;
-        self.last_error = 0.0;
         self.last_target = None;
         let mut d = self.decide(Mode::Safe, None, None, cap_watts, false);
         d.admission.flexible = Admission::Defer;
@@ -240,7 +223,10 @@ impl Controller {
         saturated: bool,
     ) -> Decision {
         let ladder = &self.settings.ladder;
-        let (admission, preempt_flexible) = ladder.admission_at(self.effort, saturated);
+        // Preempting throws away computed KV: only when the knobs have been at their floor
+        // for a while, not on one tick's overshoot.
+        let saturated = saturated && self.sustained_effort < SATURATED_EFFORT;
+        let (admission, preempt_flexible) = ladder.admission_at(self.sustained_effort, saturated);
         // The firmware holds the power limit within ~100 ms, faster than any clock loop, so
         // the limit tracks the target itself (the cap in safe mode); the clock and budget
         // steer what the limit cannot reach (below its minimum) or where it is refused.

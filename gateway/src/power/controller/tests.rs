@@ -23,7 +23,6 @@ pub(crate) fn settings() -> ControllerSettings {
         deadband_fraction: 0.01,
         sensor_timeout: Duration::from_secs(2),
         control_window: Duration::from_millis(100),
-        gain_proportional: 0.2,
         gain_integral_per_second: 1.0,
         ladder: Ladder {
             duty_cycle_floor: 0.2,
@@ -42,8 +41,7 @@ pub(crate) fn settings() -> ControllerSettings {
         },
         power_limit_range_watts: Some((200.0, 700.0)),
         hardware_max_watts: 700.0,
-        prior_floor_watts: 70.0,
-        prior_full_watts: 700.0,
+        idle_watts: 70.0,
     }
 }
 
@@ -261,4 +259,49 @@ fn a_ramped_cap_is_followed_down_and_up_without_overshooting_it() {
     );
     // At the top of the ramp back up, power has followed it up (not stuck low).
     assert!(l.one_second_watts() > 500.0, "{}", l.one_second_watts());
+}
+
+/// Pearson correlation of two equally long series.
+fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+#[test]
+fn a_regulation_signal_is_followed_both_ways_without_breaking_the_cap() {
+    let mut l = Loop::new(128);
+    for _ in 0..30 {
+        l.period(None, true);
+    }
+    // A new setpoint every 2 s, between 55 % and 85 % of the 700 W maximum.
+    let setpoints = [0.7, 0.55, 0.85, 0.6, 0.8, 0.65, 0.55, 0.85, 0.75, 0.6];
+    let (mut caps, mut power) = (Vec::new(), Vec::new());
+    let mut windows_over = 0;
+    for (k, fraction) in setpoints.iter().cycle().take(30).enumerate() {
+        let cap = fraction * 700.0;
+        for i in 0..20 {
+            l.period(Some(cap), true);
+            // Whole seconds after the setpoint changed: the 1 s average is this setpoint's.
+            if i % 10 == 9 && (k > 0 || i == 19) {
+                let avg = l.one_second_watts();
+                if i == 19 {
+                    caps.push(cap);
+                    power.push(avg);
+                }
+                if avg > cap * 1.005 {
+                    windows_over += 1;
+                }
+            }
+        }
+    }
+    let r = correlation(&caps, &power);
+    assert!(r > 0.95, "power follows the signal with r = {r:.3}");
+    assert!(
+        windows_over <= 1,
+        "{windows_over} whole-second windows over"
+    );
 }
