@@ -55,6 +55,10 @@ pub struct SimulateArgs {
     /// Override the scenario's `hardware.gpu` (a profile in `config/gpus/`, e.g. h200-sxm).
     #[arg(long)]
     pub gpu: Option<String>,
+    /// Override the scenario's `policy.sm_clock_mhz`: the clock the `fixed` policy locks
+    /// (sweep it to see what each static clock costs in energy and latency).
+    #[arg(long)]
+    pub sm_clock_mhz: Option<u32>,
 }
 
 /// The folder of the config file (GPU profiles and model shapes live under it).
@@ -74,6 +78,7 @@ pub fn run_cli(config_file: &Path, args: &SimulateArgs) -> Result<Summary, Gatew
         replicas: args.replicas,
         policy: args.policy,
         gpu: args.gpu.clone(),
+        sm_clock_mhz: args.sm_clock_mhz,
     };
     let scenario = Scenario::load(&args.scenario, config_dir, &overrides)?;
     let controller = crate::config::Config::load(config_file)?.controller;

@@ -40,7 +40,7 @@ struct RawHardware {
     max_seq_len: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     kind: Option<PolicyKind>,
@@ -118,6 +118,8 @@ pub struct Overrides {
     pub policy: Option<PolicyKind>,
     /// Replaces `hardware.gpu` (a profile name under `config/gpus/`).
     pub gpu: Option<String>,
+    /// Replaces `policy.sm_clock_mhz` (what the `fixed` policy locks).
+    pub sm_clock_mhz: Option<u32>,
 }
 
 pub(super) fn bad(key: &str, why: impl std::fmt::Display) -> GatewayError {
@@ -163,7 +165,11 @@ impl Scenario {
             return Err(bad("replicas", "must be at least 1"));
         }
         let hardware = validate_hardware(&raw.hardware, over.gpu.as_deref(), config_dir)?;
-        let mut policy = validate_policy(&raw.policy, &hardware.profile)?;
+        let raw_policy = RawPolicy {
+            sm_clock_mhz: over.sm_clock_mhz.or(raw.policy.sm_clock_mhz),
+            ..raw.policy.clone()
+        };
+        let mut policy = validate_policy(&raw_policy, &hardware.profile)?;
         policy.kind = over.policy.unwrap_or(policy.kind);
         let workload = Workload::validate(&raw.workload, base_dir, &hardware)?;
         let envelope = match &raw.envelope {

@@ -305,6 +305,20 @@ fn sim_gpu_override_and_fractions_of_the_rated_fleet_power() {
     // Two GPUs × 700 W rated.
     assert_eq!(s.envelope.reference_watts(), Some(1400.0));
     assert_eq!(s.envelope.cap_at(1.0), Some(700.0));
+    let clocked = Overrides {
+        sm_clock_mhz: Some(1200),
+        ..Overrides::default()
+    };
+    let s = Scenario::parse(text, Path::new("."), &config_dir(), &clocked).unwrap();
+    assert_eq!(s.policy.sm_clock_mhz, Some(1200));
+    let too_fast = Overrides {
+        sm_clock_mhz: Some(5000),
+        ..Overrides::default()
+    };
+    match Scenario::parse(text, Path::new("."), &config_dir(), &too_fast) {
+        Err(GatewayError::Config(m)) => assert!(m.contains("policy.sm_clock_mhz"), "{m}"),
+        other => panic!("{other:?}"),
+    }
     let bad = Overrides {
         gpu: Some("h999".into()),
         ..Overrides::default()
