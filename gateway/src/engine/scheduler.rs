@@ -314,14 +314,9 @@ impl Scheduler {
             let Some(seq) = self.running.iter_mut().find(|s| s.id == *id) else {
                 continue;
             };
-            let take = (seq.tokens.len() - seq.computed).min(tokens_left);
-            if self
-                .alloc
-                .grow(&mut seq.blocks, seq.computed + take)
-                .is_none()
-            {
+            let Some(take) = grow_for_chunk(&mut self.alloc, seq, tokens_left) else {
                 break;
-            }
+            };
             plan.batch.seqs.push(step_for(seq, take));
             tokens_left -= take;
         }
@@ -376,15 +371,10 @@ impl Scheduler {
             let Some(next) = self.waiting.iter().position(|s| wanted(s.req.priority)) else {
                 break;
             };
-            let seq = &mut self.waiting[next];
-            let take = (seq.tokens.len() - seq.computed).min(tokens_left);
-            if self
-                .alloc
-                .grow(&mut seq.blocks, seq.computed + take)
-                .is_none()
-            {
+            let Some(take) = grow_for_chunk(&mut self.alloc, &mut self.waiting[next], tokens_left)
+            else {
                 break;
-            }
+            };
             let mut seq = self.waiting.remove(next);
             self.admissions += 1;
             seq.admitted = self.admissions;
@@ -434,6 +424,18 @@ impl Scheduler {
         }
         events
     }
+}
+
+/// Grows `seq`'s blocks for its next chunk (what is left of it, at most `tokens_left`) and
+/// returns the chunk's size; None when the KV cache has no room (nothing is preempted).
+fn grow_for_chunk(
+    alloc: &mut BlockAllocator,
+    seq: &mut Sequence,
+    tokens_left: usize,
+) -> Option<usize> {
+    let take = (seq.tokens.len() - seq.computed).min(tokens_left);
+    alloc.grow(&mut seq.blocks, seq.computed + take)?;
+    Some(take)
 }
 
 fn step_for(seq: &Sequence, take: usize) -> SeqStep {
