@@ -157,7 +157,8 @@ impl Controller {
             self.effort = (self.effort + UNCAPPED_RECOVERY_PER_SECOND * dt).min(1.0);
             return self.decide(Mode::Uncapped, None, measured, None, false);
         };
-        let target = self.target_watts(cap_watts);
+        let one_second = self.window.mean_watts(Duration::from_secs(1));
+        let target = self.target_watts(cap_watts, one_second);
         let Some(watts) = measured else {
             return self.decide(Mode::Tracking, Some(target), None, Some(cap_watts), false);
         };
@@ -171,7 +172,6 @@ impl Controller {
         // window: there feedback reads the 1 s average (what compliance judges), and a burst
         // over the cap must show in it before it is worth a jump.
         let duty_cycled = self.settings.ladder.clock.is_none();
-        let one_second = self.window.mean_watts(Duration::from_secs(1));
         let feedback_watts = match one_second {
             Some(avg) if duty_cycled => avg,
             _ => watts,
@@ -199,12 +199,9 @@ impl Controller {
     /// The power to steer for: the cap minus the margin, and minus whatever the last second's
     /// average is over the cap — compliance is judged on 1 s averages, so after a step down
     /// the power must briefly undershoot for the average to get under in time.
-    fn target_watts(&self, cap_watts: f64) -> f64 {
+    fn target_watts(&self, cap_watts: f64, one_second: Option<f64>) -> f64 {
         let base = cap_watts * (1.0 - self.settings.margin_fraction);
-        let excess = self
-            .window
-            .mean_watts(Duration::from_secs(1))
-            .map_or(0.0, |avg| (avg - cap_watts).max(0.0));
+        let excess = one_second.map_or(0.0, |avg| (avg - cap_watts).max(0.0));
         (base - OVERSHOOT_COMPENSATION * excess).max(COMPENSATED_TARGET_FLOOR * cap_watts)
     }
 
