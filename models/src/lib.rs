@@ -10,6 +10,7 @@ pub mod kv_cache;
 pub mod linear;
 mod load;
 pub mod loader;
+pub mod profile;
 pub mod sampling;
 pub mod stop;
 #[cfg(feature = "testing")]

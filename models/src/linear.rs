@@ -8,6 +8,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use gridserve_kernels::cpu::{q8_0_matmul_on, TaskRunner};
 
+use crate::profile::{self, Stage};
 use crate::ModelError;
 
 /// Runs the Q8_0 kernel's tasks on candle's own barrier pool, where candle runs the other
@@ -45,6 +46,8 @@ pub struct QLinear {
     out_dim: usize,
     /// Run single rows as two: see `forward`.
     pad_single_row: bool,
+    /// What its time counts as in a step profile.
+    stage: Stage,
 }
 
 impl QLinear {
@@ -65,6 +68,12 @@ impl QLinear {
     pub fn from_arc(weight: Arc<QTensor>) -> Result<Self, ModelError> {
         let (out_dim, in_dim) = weight.shape().dims2()?;
         let pad_single_row = weight.dtype() == GgmlDType::Q6K;
+        let stage = match weight.dtype() {
+            GgmlDType::Q8_0 => Stage::MatmulQ8_0,
+            GgmlDType::Q4K => Stage::MatmulQ4K,
+            GgmlDType::Q6K => Stage::MatmulQ6K,
+            _ => Stage::MatmulOther,
+        };
         let on_cpu = matches!(weight.device(), Device::Cpu);
         let backend = if weight.dtype() == GgmlDType::Q8_0 && on_cpu {
             Backend::Q8_0(weight)
@@ -76,7 +85,14 @@ impl QLinear {
             in_dim,
             out_dim,
             pad_single_row,
+            stage,
         })
+    }
+
+    /// Counts this projection's time as `stage` in step profiles (e.g. the output head).
+    pub fn profiled_as(mut self, stage: Stage) -> Self {
+        self.stage = stage;
+        self
     }
 
     pub fn in_dim(&self) -> usize {
@@ -89,6 +105,10 @@ impl QLinear {
 
     /// `x` is row-major `[rows, in_dim]`; returns `[rows, out_dim]`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, ModelError> {
+        profile::time(self.stage, || self.forward_unprofiled(x, rows))
+    }
+
+    fn forward_unprofiled(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, ModelError> {
         if x.len() != rows * self.in_dim {
             return Err(ModelError::Batch(format!(
                 "matmul input has {} values, expected {rows} rows of {}",

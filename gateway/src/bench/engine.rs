@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use gridserve_models::profile::{self, Stage};
 use gridserve_models::sampling::SamplingParams;
 use gridserve_models::{CpuBackend, ModelBackend};
 use serde::Serialize;
@@ -26,6 +27,10 @@ pub struct EngineBenchArgs {
     /// Prefill repetitions (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// Also report where each measured step's time goes (matmul by format, output head,
+    /// attention, element-wise ops, sampling, scheduling), in ms per step.
+    #[arg(long)]
+    pub profile: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -37,6 +42,8 @@ pub struct DecodeResult {
     pub tokens_per_s: f64,
     pub ms_per_step: f64,
     pub steps: usize,
+    /// ms per step by stage (with `--profile`).
+    pub profile_ms_per_step: Option<Vec<(String, f64)>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,6 +53,8 @@ pub struct EngineBenchReport {
     pub load_s: f64,
     pub prompt_tokens: usize,
     pub prefill_tokens_per_s: f64,
+    /// ms per prefill step by stage (with `--profile`).
+    pub prefill_profile_ms: Option<Vec<(String, f64)>>,
     pub decode: Vec<DecodeResult>,
 }
 
@@ -59,21 +68,25 @@ pub fn run(config: &Config, args: &EngineBenchArgs) -> Result<(), GatewayError> 
     let mut served = crate::model::load(&config.model, &config.engine)?;
     let base = bench_prompt(&served.encode_prompt(BENCH_TEXT)?, args.prompt_tokens);
     let backend = &mut served.loaded.backend;
+    profile::set_enabled(args.profile);
     let mut prefill = Vec::new();
+    let mut prefill_profile = StepProfile::default();
     for _ in 0..args.repeats {
-        prefill.push(measure_prefill(backend, &base)?);
+        prefill.push(measure_prefill(backend, &base, &mut prefill_profile)?);
     }
     prefill.sort_by(f64::total_cmp);
     let mut decode = Vec::new();
     for &batch in &args.batch_sizes {
         decode.push(measure_decode(backend, &base, batch, args.decode_tokens)?);
     }
+    profile::set_enabled(false);
     let report = EngineBenchReport {
         model: backend.info().model_name.clone(),
         threads: config.engine.threads,
         load_s: served.load_time.as_secs_f64(),
         prompt_tokens: args.prompt_tokens,
         prefill_tokens_per_s: prefill[prefill.len() / 2],
+        prefill_profile_ms: args.profile.then(|| prefill_profile.ms_per_step()),
         decode,
     };
     print_report(&report);
@@ -112,7 +125,11 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerationRequest {
 }
 
 /// Tokens per second for one whole-prompt prefill step (including its one sampled token).
-fn measure_prefill(backend: &mut CpuBackend, prompt: &[u32]) -> Result<f64, GatewayError> {
+fn measure_prefill(
+    backend: &mut CpuBackend,
+    prompt: &[u32],
+    step_profile: &mut StepProfile,
+) -> Result<f64, GatewayError> {
     let mut sched = Scheduler::new(backend.info());
     sched.add(0, request(prompt.to_vec(), 1), Instant::now())?;
     let budget = StepBudget {
@@ -120,8 +137,10 @@ fn measure_prefill(backend: &mut CpuBackend, prompt: &[u32]) -> Result<f64, Gate
         max_seqs: 1,
     };
     let mut elapsed = Duration::ZERO;
+    step_profile.start();
     run_until_idle(backend, &mut sched, budget, |s, _| {
         elapsed += s.duration;
+        step_profile.step(s.duration, true);
         Vec::new()
     })?;
     Ok(prompt.len() as f64 / elapsed.as_secs_f64())
@@ -146,21 +165,77 @@ fn measure_decode(
         max_seqs: batch,
     };
     let (mut elapsed, mut steps, mut decoded) = (Duration::ZERO, 0usize, 0usize);
+    let mut step_profile = StepProfile::default();
+    step_profile.start();
     run_until_idle(backend, &mut sched, budget, |s, _| {
-        if s.decode_seqs == batch && s.seqs == batch {
+        let all_decode = s.decode_seqs == batch && s.seqs == batch;
+        if all_decode {
             elapsed += s.duration;
             steps += 1;
             decoded += s.decode_seqs;
         }
+        step_profile.step(s.duration, all_decode);
         Vec::new()
     })?;
+    let profiled = profile_enabled_then(|| step_profile.ms_per_step());
     let secs = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
     Ok(DecodeResult {
         batch,
         tokens_per_s: decoded as f64 / secs,
         ms_per_step: secs * 1e3 / steps.max(1) as f64,
         steps,
+        profile_ms_per_step: profiled,
     })
+}
+
+fn profile_enabled_then<T>(f: impl FnOnce() -> T) -> Option<T> {
+    profile::is_enabled().then(f)
+}
+
+/// Sums the profile counters' growth over the steps that are measured, skipping the others
+/// (e.g. the prefill steps before a decode measurement).
+#[derive(Default)]
+struct StepProfile {
+    last: Vec<(Stage, f64)>,
+    secs: Vec<f64>,
+    step_secs: f64,
+    steps: usize,
+}
+
+impl StepProfile {
+    fn start(&mut self) {
+        self.last = profile::snapshot();
+        if self.secs.is_empty() {
+            self.secs = vec![0.0; self.last.len()];
+        }
+    }
+
+    fn step(&mut self, duration: Duration, measured: bool) {
+        let now = profile::snapshot();
+        if measured {
+            for ((acc, (_, a)), (_, b)) in self.secs.iter_mut().zip(&now).zip(&self.last) {
+                *acc += a - b;
+            }
+            self.step_secs += duration.as_secs_f64();
+            self.steps += 1;
+        }
+        self.last = now;
+    }
+
+    /// ms per step by stage, then what no stage accounts for (copies, allocation, KV writes
+    /// outside the timed ops).
+    fn ms_per_step(&self) -> Vec<(String, f64)> {
+        let per_step = 1e3 / self.steps.max(1) as f64;
+        let mut rows: Vec<(String, f64)> = Stage::ALL
+            .iter()
+            .zip(&self.secs)
+            .map(|(s, secs)| (s.name().to_string(), secs * per_step))
+            .collect();
+        let timed: f64 = self.secs.iter().sum();
+        rows.push(("other".into(), (self.step_secs - timed).max(0.0) * per_step));
+        rows.push(("step total".into(), self.step_secs * per_step));
+        rows
+    }
 }
 
 fn print_report(r: &EngineBenchReport) {
@@ -181,5 +256,32 @@ fn print_report(r: &EngineBenchReport) {
             "{:>6} {:>14.1} {:>12.2} {:>6}",
             d.batch, d.tokens_per_s, d.ms_per_step, d.steps
         );
+    }
+    if let Some(prefill) = &r.prefill_profile_ms {
+        print_profile(prefill, r);
+    }
+}
+
+/// One row per stage, one column per measurement, in ms per step.
+fn print_profile(prefill: &[(String, f64)], r: &EngineBenchReport) {
+    let decode: Vec<&Vec<(String, f64)>> = r
+        .decode
+        .iter()
+        .filter_map(|d| d.profile_ms_per_step.as_ref())
+        .collect();
+    print!(
+        "\nms per step {:>14}",
+        format!("prefill {}", r.prompt_tokens)
+    );
+    for d in &r.decode {
+        print!(" {:>10}", format!("decode b{}", d.batch));
+    }
+    println!();
+    for (i, (stage, ms)) in prefill.iter().enumerate() {
+        print!("{stage:<14} {ms:>12.2}");
+        for d in &decode {
+            print!(" {:>10.2}", d[i].1);
+        }
+        println!();
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use gridserve_models::profile::{self, Stage};
 use gridserve_models::{ModelBackend, ModelError, SeqId};
 
 use super::scheduler::{Scheduler, SeqEvent, StepBudget};
@@ -27,7 +28,7 @@ pub fn run_until_idle(
 ) -> Result<(), ModelError> {
     while sched.has_work() {
         let start = Instant::now();
-        let plan = sched.schedule(budget, start);
+        let plan = profile::time(Stage::Scheduler, || sched.schedule(budget, start));
         if plan.batch.seqs.is_empty() {
             // Nothing fits (the KV cache cannot hold even one chunk): the scheduler's `add`
             // rejects requests that can never fit, so this is a bug, not a load condition.
@@ -36,7 +37,7 @@ pub fn run_until_idle(
             ));
         }
         let out = backend.step(&plan.batch)?;
-        let events = sched.update(&plan, &out);
+        let events = profile::time(Stage::Sampling, || sched.update(&plan, &out));
         let stats = StepStats {
             seqs: plan.batch.seqs.len(),
             tokens: plan.batch.num_tokens(),

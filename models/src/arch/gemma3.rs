@@ -14,6 +14,7 @@ use crate::backend::{StepBatch, StepOutput};
 use crate::kv_cache::KvStorage;
 use crate::linear::QLinear;
 use crate::loader::{GgufFile, WeightSource};
+use crate::profile::{self, Stage};
 use crate::ModelError;
 
 /// Hyper-parameters. Fields the GGUF does not carry default to Gemma 3's published values.
@@ -154,7 +155,7 @@ impl Gemma3 {
         let layer = Self {
             embed_scale: (cfg.hidden as f32).sqrt(),
             final_norm: src.f32_vec("output_norm.weight")?,
-            lm_head: QLinear::from_arc(embed.clone())?,
+            lm_head: QLinear::from_arc(embed.clone())?.profiled_as(Stage::OutputHead),
             cfg,
             embed,
             vocab_size,
@@ -269,7 +270,7 @@ impl Architecture for Gemma3 {
 
     fn forward(&self, batch: &StepBatch, kv: &mut KvStorage) -> Result<StepOutput, ModelError> {
         let (slots, sample_rows) = token_slots(batch);
-        let mut x = self.embed_tokens(batch)?;
+        let mut x = profile::time(Stage::Embedding, || self.embed_tokens(batch))?;
         for (i, layer) in self.layers.iter().enumerate() {
             self.layer_forward(layer, i, &mut x, &slots, batch, kv)?;
         }
@@ -282,7 +283,9 @@ impl Architecture for Gemma3 {
             .flat_map(|&r| x[r * hidden..(r + 1) * hidden].iter().copied())
             .collect();
         let mut normed = vec![0f32; last.len()];
-        k::rms_norm_rows(&last, &self.final_norm, self.cfg.rms_eps, &mut normed)?;
+        profile::time(Stage::Elementwise, || {
+            k::rms_norm_rows(&last, &self.final_norm, self.cfg.rms_eps, &mut normed)
+        })?;
         let logits = self.lm_head.forward(&normed, sample_rows.len())?;
         let vocab = self.vocab_size;
         let out = sample_rows
@@ -311,12 +314,49 @@ impl Gemma3 {
     ) -> Result<(), ModelError> {
         let (c, n) = (&self.cfg, slots.len());
         let mut h = vec![0f32; x.len()];
-        k::rms_norm_rows(x, &l.attn_norm, c.rms_eps, &mut h)?;
+        profile::time(Stage::Elementwise, || {
+            k::rms_norm_rows(x, &l.attn_norm, c.rms_eps, &mut h)
+        })?;
         let mut q = l.q.forward(&h, n)?;
         let mut kk = l.k.forward(&h, n)?;
         let v = l.v.forward(&h, n)?;
-        k::rms_norm_rows_in_place(&mut q, &l.q_norm, c.rms_eps)?;
-        k::rms_norm_rows_in_place(&mut kk, &l.k_norm, c.rms_eps)?;
+        profile::time(Stage::Elementwise, || {
+            self.rotate_and_store(l, layer_index, &mut q, &mut kk, &v, slots, batch, kv)
+        })?;
+        let att = profile::time(Stage::Attention, || {
+            self.attend(l, layer_index, &q, slots, batch, kv)
+        })?;
+        let o = l.o.forward(&att, n)?;
+        profile::time(Stage::Elementwise, || {
+            add_normed(x, &o, &l.post_attn_norm, c.rms_eps)?;
+            k::rms_norm_rows(x, &l.ffn_norm, c.rms_eps, &mut h).map_err(ModelError::from)
+        })?;
+        let mut gate = l.gate.forward(&h, n)?;
+        let up = l.up.forward(&h, n)?;
+        profile::time(Stage::Elementwise, || k::gelu_tanh_mul(&mut gate, &up))?;
+        let down = l.down.forward(&gate, n)?;
+        profile::time(Stage::Elementwise, || {
+            add_normed(x, &down, &l.post_ffn_norm, c.rms_eps)
+        })?;
+        Ok(())
+    }
+
+    /// q/k norms, RoPE at each token's position, and this step's K and V into the cache.
+    #[allow(clippy::too_many_arguments)]
+    fn rotate_and_store(
+        &self,
+        l: &Layer,
+        layer_index: usize,
+        q: &mut [f32],
+        kk: &mut [f32],
+        v: &[f32],
+        slots: &[TokenSlot],
+        batch: &StepBatch,
+        kv: &mut KvStorage,
+    ) -> Result<(), ModelError> {
+        let c = &self.cfg;
+        k::rms_norm_rows_in_place(q, &l.q_norm, c.rms_eps)?;
+        k::rms_norm_rows_in_place(kk, &l.k_norm, c.rms_eps)?;
         let (q_dim, kv_dim) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
         for (t, slot) in slots.iter().enumerate() {
             k::rope_neox_in_place(&mut q[t * q_dim..(t + 1) * q_dim], &l.inv_freq, slot.pos)?;
@@ -325,15 +365,6 @@ impl Gemma3 {
             kv.k[layer_index][off..off + kv_dim].copy_from_slice(&kk[t * kv_dim..(t + 1) * kv_dim]);
             kv.v[layer_index][off..off + kv_dim].copy_from_slice(&v[t * kv_dim..(t + 1) * kv_dim]);
         }
-        let att = self.attend(l, layer_index, &q, slots, batch, kv)?;
-        let o = l.o.forward(&att, n)?;
-        add_normed(x, &o, &l.post_attn_norm, c.rms_eps)?;
-        k::rms_norm_rows(x, &l.ffn_norm, c.rms_eps, &mut h)?;
-        let mut gate = l.gate.forward(&h, n)?;
-        let up = l.up.forward(&h, n)?;
-        k::gelu_tanh_mul(&mut gate, &up)?;
-        let down = l.down.forward(&gate, n)?;
-        add_normed(x, &down, &l.post_ffn_norm, c.rms_eps)?;
         Ok(())
     }
 
