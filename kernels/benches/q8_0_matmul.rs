@@ -35,7 +35,7 @@ fn head(c: &mut Criterion) {
     let w = weights(N, K);
     let mut group = c.benchmark_group("q8_0_head_262144x640");
     group.sample_size(10);
-    for m in [1usize, 4, 16] {
+    for m in [1usize, 2, 4, 8, 16] {
         let x = activations(m, K);
         group.throughput(Throughput::Elements((m * N) as u64));
         group.bench_with_input(BenchmarkId::new("fast", m), &m, |b, &m| {

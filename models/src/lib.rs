@@ -6,6 +6,7 @@ pub mod backend;
 pub mod chat;
 pub mod cpu_backend;
 mod error;
+pub mod fused;
 pub mod kv_cache;
 pub mod linear;
 mod load;

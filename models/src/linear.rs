@@ -1,42 +1,25 @@
 //! The matmul seam: every projection of every architecture goes through `QLinear`, so the CPU
 //! quantized matmul can be replaced (by our own kernels, or CUDA) in one place.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-use gridserve_kernels::cpu::{q8_0_matmul_on, TaskRunner};
+use gridserve_kernels::cpu::q8_0_matmul;
 
 use crate::profile::{self, Stage};
 use crate::ModelError;
 
-/// Runs the Q8_0 kernel's tasks on candle's own barrier pool, where candle runs the other
-/// formats' matmuls. On the rayon pool, candle's workers (which spin for a while after each
-/// matmul) and rayon's would fight over the same cores; measured at batch 1 that cost more
-/// than the kernel saved.
-struct CandlePool;
-
-impl TaskRunner for CandlePool {
-    fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-        let next = AtomicUsize::new(0);
-        candle_core::utils::barrier_pool().execute(|_worker| loop {
-            let task = next.fetch_add(1, Ordering::Relaxed);
-            if task >= n_tasks {
-                break;
-            }
-            f(task);
-        });
-    }
-}
-
 /// How a weight is multiplied.
 enum Backend {
-    /// candle's quantized matmul (every format but Q8_0).
+    /// candle's quantized matmul (formats that cannot be requantized, other devices).
     Candle(QMatMul),
-    /// Q8_0 through our batched kernel, which reads each weight block once for all rows.
-    /// The tensor is held so its bytes (borrowed from the CPU storage) stay alive.
+    /// Q8_0 through our batched kernel, which reads each weight block once for all rows, on
+    /// rayon's pool like the rest of the step. The tensor is held so its bytes (borrowed from
+    /// the CPU storage) stay alive.
     Q8_0(Arc<QTensor>),
+    /// Q8_0 rows owned here, e.g. several projections' weights stacked into one matrix.
+    Q8_0Owned(Vec<u8>),
 }
 
 /// `y = x · Wᵀ` with `W` of shape `[out_dim, in_dim]`, stored quantized.
@@ -51,11 +34,25 @@ pub struct QLinear {
 }
 
 impl QLinear {
-    /// Wraps a GGUF weight. Q5_0 is requantized to Q8_0 at load: candle's Q5_0 dot product is
-    /// scalar (4–5× slower than its Q8_0 one), and Q5_0 values fit Q8_0's grid with an error of
-    /// about 1/16 of a Q5_0 step — far below the quantization error already in the file.
+    /// Wraps a GGUF weight. Q5_0, Q4_K and Q6_K are requantized to Q8_0 at load, so every
+    /// projection runs through the one batched kernel: candle multiplies each activation row
+    /// by a separate vec-dot (no weight reuse across a batch; Q5_0's is scalar), which made
+    /// these formats 2–5× slower per row than our Q8_0 kernel at prefill.
+    ///
+    /// The cost in precision is small next to the error already in the file. Requantizing
+    /// moves each value by at most half a Q8_0 step, block max / 254 (RMS max / 440). The
+    /// formats' own steps are about max / 16 (Q5_0), 2·max / 15 (Q4_K, with its min offset)
+    /// and max / 32 (Q6_K), RMS error max / 55, / 26 and / 111: adding the independent
+    /// requantization error raises the RMS weight error by 0.8 %, 0.2 % and 3 % respectively.
+    /// The greedy outputs of the real model are unchanged (`tests/real_model.rs`). The cost in
+    /// memory: 8.5 bits per weight instead of 5.5 / 4.5 / 6.6 for those matrices (+38 MB for
+    /// the default model, whose largest matrix, the output head, is Q8_0 already).
     pub fn from_qtensor(weight: QTensor) -> Result<Self, ModelError> {
-        let weight = if weight.dtype() == GgmlDType::Q5_0 {
+        let requantize = matches!(
+            weight.dtype(),
+            GgmlDType::Q5_0 | GgmlDType::Q4K | GgmlDType::Q6K
+        ) && matches!(weight.device(), Device::Cpu);
+        let weight = if requantize {
             let dense = weight.dequantize(&Device::Cpu)?;
             QTensor::quantize(&dense, GgmlDType::Q8_0)?
         } else {
@@ -138,10 +135,39 @@ impl QLinear {
             Backend::Q8_0(weight) => {
                 // Borrowed, not copied, for CPU storage.
                 let bytes = weight.data()?;
-                let (k, n) = (self.in_dim, self.out_dim);
-                Ok(q8_0_matmul_on(&CandlePool, x, rows, k, &bytes, n)?)
+                Ok(q8_0_matmul(x, rows, self.in_dim, &bytes, self.out_dim)?)
+            }
+            Backend::Q8_0Owned(bytes) => {
+                Ok(q8_0_matmul(x, rows, self.in_dim, bytes, self.out_dim)?)
             }
         }
+    }
+
+    /// Stacks projections of the same input into one `[Σ out_dim, in_dim]` matrix, when all
+    /// are Q8_0 on the CPU (else `None`). Output columns come out in `parts` order, each
+    /// computed exactly as by its own projection (a row's result never depends on the others).
+    pub fn stack(parts: &[QLinear]) -> Result<Option<QLinear>, ModelError> {
+        let Some(first) = parts.first() else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        for part in parts {
+            if part.in_dim != first.in_dim {
+                return Ok(None);
+            }
+            match &part.backend {
+                Backend::Q8_0(weight) => bytes.extend_from_slice(&weight.data()?),
+                Backend::Q8_0Owned(own) => bytes.extend_from_slice(own),
+                Backend::Candle(_) => return Ok(None),
+            }
+        }
+        Ok(Some(QLinear {
+            backend: Backend::Q8_0Owned(bytes),
+            in_dim: first.in_dim,
+            out_dim: parts.iter().map(|p| p.out_dim).sum(),
+            pad_single_row: false,
+            stage: Stage::MatmulQ8_0,
+        }))
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod avx2;
 mod avx512;
+mod narrow;
 mod quant;
 mod scalar;
 #[cfg(test)]

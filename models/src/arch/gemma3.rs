@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use super::{token_slots, Architecture, KvLayout, TokenSlot};
 use crate::backend::{StepBatch, StepOutput};
+use crate::fused::FusedLinear;
 use crate::kv_cache::KvStorage;
 use crate::linear::QLinear;
 use crate::loader::{GgufFile, WeightSource};
@@ -92,16 +93,15 @@ impl Gemma3Config {
 
 struct Layer {
     attn_norm: Vec<f32>,
-    q: QLinear,
-    k: QLinear,
-    v: QLinear,
+    /// q, k and v projections.
+    qkv: FusedLinear,
     o: QLinear,
     q_norm: Vec<f32>,
     k_norm: Vec<f32>,
     post_attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
-    gate: QLinear,
-    up: QLinear,
+    /// gate and up projections.
+    gate_up: FusedLinear,
     down: QLinear,
     post_ffn_norm: Vec<f32>,
     /// `None` on global layers.
@@ -174,13 +174,14 @@ impl Gemma3 {
         let c = &self.cfg;
         let (q_dim, kv_dim) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
         for (i, l) in self.layers.iter().enumerate() {
+            let (qkv, gu) = (l.qkv.dims(), l.gate_up.dims());
             let dims = [
-                (l.q.in_dim(), l.q.out_dim(), c.hidden, q_dim),
-                (l.k.in_dim(), l.k.out_dim(), c.hidden, kv_dim),
-                (l.v.in_dim(), l.v.out_dim(), c.hidden, kv_dim),
+                (qkv[0].0, qkv[0].1, c.hidden, q_dim),
+                (qkv[1].0, qkv[1].1, c.hidden, kv_dim),
+                (qkv[2].0, qkv[2].1, c.hidden, kv_dim),
                 (l.o.in_dim(), l.o.out_dim(), q_dim, c.hidden),
-                (l.gate.in_dim(), l.gate.out_dim(), c.hidden, c.ffn_hidden),
-                (l.up.in_dim(), l.up.out_dim(), c.hidden, c.ffn_hidden),
+                (gu[0].0, gu[0].1, c.hidden, c.ffn_hidden),
+                (gu[1].0, gu[1].1, c.hidden, c.ffn_hidden),
                 (l.down.in_dim(), l.down.out_dim(), c.ffn_hidden, c.hidden),
             ];
             let norms_ok = l.q_norm.len() == c.head_dim
@@ -224,13 +225,10 @@ fn load_layer(
 ) -> Result<Layer, ModelError> {
     let name = |t: &str| format!("blk.{i}.{t}.weight");
     let mut lin = |t: &str| QLinear::from_qtensor(src.tensor(&name(t))?);
-    let (q, k, v, o) = (
-        lin("attn_q")?,
-        lin("attn_k")?,
-        lin("attn_v")?,
-        lin("attn_output")?,
-    );
-    let (gate, up, down) = (lin("ffn_gate")?, lin("ffn_up")?, lin("ffn_down")?);
+    let qkv = FusedLinear::new(vec![lin("attn_q")?, lin("attn_k")?, lin("attn_v")?])?;
+    let o = lin("attn_output")?;
+    let gate_up = FusedLinear::new(vec![lin("ffn_gate")?, lin("ffn_up")?])?;
+    let down = lin("ffn_down")?;
     let mut norm = |t: &str| src.f32_vec(&name(t));
     Ok(Layer {
         attn_norm: norm("attn_norm")?,
@@ -239,12 +237,9 @@ fn load_layer(
         post_attn_norm: norm("post_attention_norm")?,
         ffn_norm: norm("ffn_norm")?,
         post_ffn_norm: norm("post_ffw_norm")?,
-        q,
-        k,
-        v,
+        qkv,
         o,
-        gate,
-        up,
+        gate_up,
         down,
         window,
         inv_freq,
@@ -317,9 +312,10 @@ impl Gemma3 {
         profile::time(Stage::Elementwise, || {
             k::rms_norm_rows(x, &l.attn_norm, c.rms_eps, &mut h)
         })?;
-        let mut q = l.q.forward(&h, n)?;
-        let mut kk = l.k.forward(&h, n)?;
-        let v = l.v.forward(&h, n)?;
+        let [mut q, mut kk, v]: [Vec<f32>; 3] =
+            l.qkv.forward(&h, n)?.try_into().map_err(|_| {
+                ModelError::Batch("q/k/v projection returned the wrong parts".into())
+            })?;
         profile::time(Stage::Elementwise, || {
             self.rotate_and_store(l, layer_index, &mut q, &mut kk, &v, slots, batch, kv)
         })?;
@@ -331,8 +327,10 @@ impl Gemma3 {
             add_normed(x, &o, &l.post_attn_norm, c.rms_eps)?;
             k::rms_norm_rows(x, &l.ffn_norm, c.rms_eps, &mut h).map_err(ModelError::from)
         })?;
-        let mut gate = l.gate.forward(&h, n)?;
-        let up = l.up.forward(&h, n)?;
+        let [mut gate, up]: [Vec<f32>; 2] =
+            l.gate_up.forward(&h, n)?.try_into().map_err(|_| {
+                ModelError::Batch("gate/up projection returned the wrong parts".into())
+            })?;
         profile::time(Stage::Elementwise, || k::gelu_tanh_mul(&mut gate, &up))?;
         let down = l.down.forward(&gate, n)?;
         profile::time(Stage::Elementwise, || {

@@ -51,6 +51,7 @@ pub(super) fn fast_exp(x: f32) -> f32 {
     }
 }
 
+#[inline(always)]
 fn max_clean(xs: &[f32]) -> f32 {
     let mut m = [f32::NEG_INFINITY; LANES];
     let mut chunks = xs.chunks_exact(LANES);
@@ -73,6 +74,26 @@ pub(super) const BLOCK: usize = 256;
 /// Per-block maxima of the cleaned row. They let argmax, top-n and top-k visit only the few
 /// blocks that can matter instead of the whole vocab.
 pub(super) fn block_maxima(xs: &[f32], out: &mut Vec<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has the feature the wide copy is compiled for.
+        return unsafe { block_maxima_avx512(xs, out) };
+    }
+    block_maxima_portable(xs, out)
+}
+
+/// The scans below are written once and compiled twice: for the baseline target and, via
+/// these wrappers, with AVX-512 (16 lanes instead of SSE2's 4). The same operations run in
+/// the same order on each lane, so both copies give identical results; only speed differs
+/// (a 262k-token row's max and Σ exp went from ~0.6 ms to a fraction of that).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn block_maxima_avx512(xs: &[f32], out: &mut Vec<f32>) {
+    block_maxima_portable(xs, out)
+}
+
+#[inline(always)]
+fn block_maxima_portable(xs: &[f32], out: &mut Vec<f32>) {
     out.clear();
     out.extend(xs.chunks(BLOCK).map(max_clean));
 }
@@ -96,6 +117,22 @@ pub(super) fn negligible_gap(len: usize) -> f32 {
 
 /// Σ exp(x - max) over the cleaned row: f32 lanes within a block, f64 across blocks.
 fn sum_exp(xs: &[f32], maxima: &[f32], max: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has the feature the wide copy is compiled for.
+        return unsafe { sum_exp_avx512(xs, maxima, max) };
+    }
+    sum_exp_portable(xs, maxima, max)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn sum_exp_avx512(xs: &[f32], maxima: &[f32], max: f32) -> f64 {
+    sum_exp_portable(xs, maxima, max)
+}
+
+#[inline(always)]
+fn sum_exp_portable(xs: &[f32], maxima: &[f32], max: f32) -> f64 {
     let gap = negligible_gap(xs.len());
     let mut total = 0f64;
     for (block, &block_max) in xs.chunks(BLOCK).zip(maxima) {
@@ -193,5 +230,35 @@ fn collect_at_least(xs: &[f32], maxima: &[f32], bound: f32, out: &mut Vec<(u32, 
                 .filter(|&(_, x)| x >= bound)
                 .map(|(j, x)| ((start + j) as u32, x)),
         );
+    }
+}
+
+#[cfg(test)]
+mod simd_tests {
+    use super::*;
+
+    /// The wide copies must agree bit for bit with the portable ones, NaN and ±inf included.
+    #[test]
+    fn wide_scans_equal_portable_scans() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut xs: Vec<f32> = (0..262_144 + 77)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % 40_000) as f32 / 1000.0 - 30.0
+            })
+            .collect();
+        xs[5] = f32::NAN;
+        xs[700] = f32::INFINITY;
+        xs[9000] = f32::NEG_INFINITY;
+        let (mut wide, mut portable) = (Vec::new(), Vec::new());
+        block_maxima(&xs, &mut wide);
+        block_maxima_portable(&xs, &mut portable);
+        assert_eq!(wide, portable);
+        let max = clean(xs[argmax(&xs, &portable).unwrap() as usize]) - 3.0;
+        let a = sum_exp(&xs, &portable, max);
+        let b = sum_exp_portable(&xs, &portable, max);
+        assert_eq!(a.to_bits(), b.to_bits(), "{a} vs {b}");
     }
 }
