@@ -11,6 +11,7 @@ pub mod kv_cache;
 pub mod linear;
 mod load;
 pub mod loader;
+pub mod pool;
 pub mod profile;
 pub mod sampling;
 pub mod stop;

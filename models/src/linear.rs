@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-use gridserve_kernels::cpu::q8_0_matmul;
+use gridserve_kernels::cpu::q8_0_matmul_on;
 
+use crate::pool::StepPool;
 use crate::profile::{self, Stage};
 use crate::ModelError;
 
@@ -14,9 +15,8 @@ use crate::ModelError;
 enum Backend {
     /// candle's quantized matmul (formats that cannot be requantized, other devices).
     Candle(QMatMul),
-    /// Q8_0 through our batched kernel, which reads each weight block once for all rows, on
-    /// rayon's pool like the rest of the step. The tensor is held so its bytes (borrowed from
-    /// the CPU storage) stay alive.
+    /// Q8_0 through our batched kernel, which reads each weight block once for all rows. The
+    /// tensor is held so its bytes (borrowed from the CPU storage) stay alive.
     Q8_0(Arc<QTensor>),
     /// Q8_0 rows owned here, e.g. several projections' weights stacked into one matrix.
     Q8_0Owned(Vec<u8>),
@@ -135,11 +135,23 @@ impl QLinear {
             Backend::Q8_0(weight) => {
                 // Borrowed, not copied, for CPU storage.
                 let bytes = weight.data()?;
-                Ok(q8_0_matmul(x, rows, self.in_dim, &bytes, self.out_dim)?)
+                Ok(q8_0_matmul_on(
+                    &StepPool,
+                    x,
+                    rows,
+                    self.in_dim,
+                    &bytes,
+                    self.out_dim,
+                )?)
             }
-            Backend::Q8_0Owned(bytes) => {
-                Ok(q8_0_matmul(x, rows, self.in_dim, bytes, self.out_dim)?)
-            }
+            Backend::Q8_0Owned(bytes) => Ok(q8_0_matmul_on(
+                &StepPool,
+                x,
+                rows,
+                self.in_dim,
+                bytes,
+                self.out_dim,
+            )?),
         }
     }
 

@@ -20,7 +20,7 @@ pub(super) fn desc(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
 
 /// Independent accumulators let LLVM vectorise reductions it must otherwise keep serial
 /// (float addition and max are not reassociated without them).
-pub(super) const LANES: usize = 8;
+pub(super) const LANES: usize = 32;
 
 /// `exp` for the non-positive arguments used here (Cephes `expf` polynomial, ~1 ulp).
 /// libm's `expf` is an opaque call that blocks vectorisation and cost ~2 ms per 262k-token

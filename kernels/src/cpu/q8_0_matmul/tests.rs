@@ -145,6 +145,33 @@ fn fast_rounding_matches_roundf() {
     }
 }
 
+/// Row quantization (the AVX-512 copy where the CPU has it) equals `quantize_block` value for
+/// value and scale for scale, on blocks with NaN, ±inf, exact halves and zeros.
+#[test]
+fn row_quantization_matches_the_block_rule() {
+    let mut x: Vec<f32> = (0..64 * 32)
+        .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) * 0.013)
+        .collect();
+    x[3] = f32::NAN;
+    x[40] = f32::INFINITY;
+    x[70] = f32::NEG_INFINITY;
+    x[96..128].fill(0.0);
+    for (i, v) in x[128..160].iter_mut().enumerate() {
+        *v = (i as f32 - 16.0) * 0.5;
+    }
+    let acts = quant::QuantizedActs::new(&x, 2, 32, false);
+    for (b, block) in x.chunks_exact(Q8_0_BLOCK).enumerate() {
+        let mut q = [0i8; Q8_0_BLOCK];
+        let d = quant::quantize_block(block, &mut q);
+        assert_eq!(acts.rows_d[b].to_bits(), d.to_bits(), "block {b}");
+        assert_eq!(
+            &acts.rows_q[b * Q8_0_BLOCK..(b + 1) * Q8_0_BLOCK],
+            &q[..],
+            "block {b}"
+        );
+    }
+}
+
 #[test]
 fn hand_computed_block() {
     // Weights: scale 0.5, quants 0..32; activations: all 2.0 → quantized to 127 with
