@@ -48,10 +48,63 @@ impl StepBatch {
     }
 }
 
-/// Logits of the last token of every sequence that asked for them, in batch order.
+/// Logits of the last token of every sequence that asked for them, in batch order, as one
+/// row-major `[rows, vocab]` buffer: the output head writes it once, and a batch of 16 does
+/// not copy 16 MB of 262k-token rows into separate vectors every step.
 #[derive(Clone, Debug, Default)]
 pub struct StepOutput {
-    pub logits: Vec<(SeqId, Vec<f32>)>,
+    seqs: Vec<SeqId>,
+    logits: Vec<f32>,
+    vocab: usize,
+}
+
+impl StepOutput {
+    /// `logits` holds one `vocab`-wide row per entry of `seqs`, in that order.
+    pub fn new(seqs: Vec<SeqId>, logits: Vec<f32>, vocab: usize) -> Result<Self, ModelError> {
+        if logits.len() != seqs.len() * vocab {
+            return Err(ModelError::Batch(format!(
+                "{} logits for {} rows of {vocab}",
+                logits.len(),
+                seqs.len()
+            )));
+        }
+        Ok(Self {
+            seqs,
+            logits,
+            vocab,
+        })
+    }
+
+    /// Builds the buffer from separate rows (test and simulated backends).
+    pub fn from_rows(
+        vocab: usize,
+        rows: impl IntoIterator<Item = (SeqId, Vec<f32>)>,
+    ) -> Result<Self, ModelError> {
+        let (mut seqs, mut logits) = (Vec::new(), Vec::new());
+        for (seq, row) in rows {
+            seqs.push(seq);
+            logits.extend(row);
+        }
+        Self::new(seqs, logits, vocab)
+    }
+
+    /// Rows returned.
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    /// `(sequence, logits row)` in batch order.
+    pub fn rows(&self) -> impl Iterator<Item = (SeqId, &[f32])> {
+        // `max(1)`: a zero-width vocab has no rows to split, and chunks_exact rejects 0.
+        self.seqs
+            .iter()
+            .copied()
+            .zip(self.logits.chunks_exact(self.vocab.max(1)))
+    }
 }
 
 /// A model that can run steps. Blocks are owned by the caller (see [`crate::BlockAllocator`]),

@@ -167,17 +167,12 @@ impl crate::ModelBackend for FakeBackend {
         self.steps
             .push(batch.seqs.iter().map(|s| (s.seq, s.tokens.len())).collect());
         let vocab = self.info.vocab_size;
-        let logits = batch
-            .seqs
-            .iter()
-            .filter(|s| s.sample)
-            .map(|s| {
-                let next = (*s.tokens.last().unwrap_or(&0) as usize + 1) % vocab;
-                let mut row = vec![0f32; vocab];
-                row[next] = 10.0;
-                (s.seq, row)
-            })
-            .collect();
-        Ok(crate::StepOutput { logits })
+        let rows = batch.seqs.iter().filter(|s| s.sample).map(|s| {
+            let next = (*s.tokens.last().unwrap_or(&0) as usize + 1) % vocab;
+            let mut row = vec![0f32; vocab];
+            row[next] = 10.0;
+            (s.seq, row)
+        });
+        crate::StepOutput::from_rows(vocab, rows)
     }
 }

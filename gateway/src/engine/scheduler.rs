@@ -388,11 +388,7 @@ impl Scheduler {
     /// Applies a step's results: advances what was computed, samples where logits came back,
     /// and finishes sequences that hit a stop condition (freeing their blocks).
     pub fn update(&mut self, plan: &StepPlan, out: &StepOutput) -> Vec<SeqEvent> {
-        let logits: HashMap<SeqId, &[f32]> = out
-            .logits
-            .iter()
-            .map(|(id, l)| (*id, l.as_slice()))
-            .collect();
+        let logits: HashMap<SeqId, &[f32]> = out.rows().collect();
         let mut events = Vec::new();
         let mut finished = Vec::new();
         for step in &plan.batch.seqs {

@@ -313,7 +313,7 @@ impl Engine {
         match result {
             Ok(out) => {
                 if let Some(e) = self.energy.as_mut() {
-                    e.end(&plan.batch, out.logits.len(), Instant::now());
+                    e.end(&plan.batch, out.len(), Instant::now());
                 }
                 let events = self.sched.update(&plan, &out);
                 self.dispatch(events);

@@ -34,13 +34,12 @@ impl ModelBackend for SimBackend {
     }
 
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, ModelError> {
-        let logits = batch
+        let rows = batch
             .seqs
             .iter()
             .filter(|s| s.sample)
-            .map(|s| (s.seq, LOGITS.to_vec()))
-            .collect();
-        Ok(StepOutput { logits })
+            .map(|s| (s.seq, LOGITS.to_vec()));
+        StepOutput::from_rows(LOGITS.len(), rows)
     }
 }
 

@@ -282,18 +282,11 @@ impl Architecture for Gemma3 {
             k::rms_norm_rows(&last, &self.final_norm, self.cfg.rms_eps, &mut normed)
         })?;
         let logits = self.lm_head.forward(&normed, sample_rows.len())?;
-        let vocab = self.vocab_size;
-        let out = sample_rows
+        let seqs = sample_rows
             .iter()
-            .enumerate()
-            .map(|(j, &r)| {
-                (
-                    batch.seqs[slots[r].seq_index].seq,
-                    logits[j * vocab..(j + 1) * vocab].to_vec(),
-                )
-            })
+            .map(|&r| batch.seqs[slots[r].seq_index].seq)
             .collect();
-        Ok(StepOutput { logits: out })
+        StepOutput::new(seqs, logits, self.vocab_size)
     }
 }
 

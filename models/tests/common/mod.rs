@@ -71,8 +71,8 @@ pub fn run_greedy(
             r.computed += take;
         }
         let out = backend.step(&batch).expect("step");
-        for (id, logits) in &out.logits {
-            let r = running.iter_mut().find(|r| r.job.id == *id).unwrap();
+        for (id, logits) in out.rows() {
+            let r = running.iter_mut().find(|r| r.job.id == id).unwrap();
             r.tokens.push(argmax(logits));
         }
         running.retain_mut(|r| {
@@ -109,8 +109,8 @@ pub fn prefill_logits(backend: &mut dyn ModelBackend, prompt: &[u32], chunk: usi
                 sample: end == prompt.len(),
             }],
         };
-        if let Some((_, l)) = backend.step(&batch).expect("step").logits.pop() {
-            last = l;
+        if let Some((_, l)) = backend.step(&batch).expect("step").rows().last() {
+            last = l.to_vec();
         }
     }
     last
