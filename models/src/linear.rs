@@ -34,31 +34,42 @@ pub struct QLinear {
 }
 
 impl QLinear {
-    /// Wraps a GGUF weight. Q5_0, Q4_K and Q6_K are requantized to Q8_0 at load, so every
-    /// projection runs through the one batched kernel: candle multiplies each activation row
-    /// by a separate vec-dot (no weight reuse across a batch; Q5_0's is scalar), which made
-    /// these formats 2–5× slower per row than our Q8_0 kernel at prefill.
+    /// Wraps a GGUF weight. On the CPU every projection runs through the one batched Q8_0
+    /// kernel: candle multiplies each activation row by a separate vec-dot (no weight reuse
+    /// across a batch; Q5_0's is scalar), 2–5× slower per row at prefill. Q5_0, Q4_K and Q6_K
+    /// are requantized to Q8_0 at load.
     ///
-    /// The cost in precision is small next to the error already in the file. Requantizing
-    /// moves each value by at most half a Q8_0 step, block max / 254 (RMS max / 440). The
-    /// formats' own steps are about max / 16 (Q5_0), 2·max / 15 (Q4_K, with its min offset)
-    /// and max / 32 (Q6_K), RMS error max / 55, / 26 and / 111: adding the independent
-    /// requantization error raises the RMS weight error by 0.8 %, 0.2 % and 3 % respectively.
-    /// The greedy outputs of the real model are unchanged (`tests/real_model.rs`). The cost in
-    /// memory: 8.5 bits per weight instead of 5.5 / 4.5 / 6.6 for those matrices (+38 MB for
-    /// the default model, whose largest matrix, the output head, is Q8_0 already).
+    /// Requantizing moves each value by at most half a Q8_0 step, block max / 254 (RMS
+    /// max / 440). The formats' own steps are about max / 16 (Q5_0), 2·max / 15 (Q4_K, with
+    /// its min offset) and max / 32 (Q6_K), RMS error max / 55, / 26 and / 111: adding the
+    /// independent requantization error raises the RMS weight error by 0.8 %, 0.2 % and 3 %.
+    /// The greedy outputs of the real model still equal llama.cpp's (`tests/real_model.rs`).
+    /// (Q5_0 maps onto Q8_0 losslessly too — same scale, `q − 16` — but that tried variant
+    /// flipped a near-tie in those reference continuations, so it is not used.) The cost is
+    /// memory traffic: 8.5 bits per weight instead of 5.5 / 4.5 / 6.6 (+38 MB for the default
+    /// model), which bounds batch-1 decode (see the README's kernel section).
     pub fn from_qtensor(weight: QTensor) -> Result<Self, ModelError> {
-        let requantize = matches!(
-            weight.dtype(),
-            GgmlDType::Q5_0 | GgmlDType::Q4K | GgmlDType::Q6K
-        ) && matches!(weight.device(), Device::Cpu);
-        let weight = if requantize {
-            let dense = weight.dequantize(&Device::Cpu)?;
-            QTensor::quantize(&dense, GgmlDType::Q8_0)?
-        } else {
-            weight
+        if !matches!(weight.device(), Device::Cpu) {
+            return Self::from_arc(Arc::new(weight));
+        }
+        let (out_dim, in_dim) = weight.shape().dims2()?;
+        let stage = match weight.dtype() {
+            GgmlDType::Q5_0 => Stage::MatmulQ8_0,
+            GgmlDType::Q4K => Stage::MatmulQ4K,
+            GgmlDType::Q6K => Stage::MatmulQ6K,
+            _ => return Self::from_arc(Arc::new(weight)),
         };
-        Self::from_arc(Arc::new(weight))
+        let dense = weight.dequantize(&Device::Cpu)?;
+        let bytes = QTensor::quantize(&dense, GgmlDType::Q8_0)?
+            .data()?
+            .into_owned();
+        Ok(Self {
+            backend: Backend::Q8_0Owned(bytes),
+            in_dim,
+            out_dim,
+            pad_single_row: false,
+            stage,
+        })
     }
 
     /// Shares a weight that is also used elsewhere (Gemma's output head is its embedding).

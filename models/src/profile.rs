@@ -13,7 +13,9 @@ use std::time::Instant;
 pub enum Stage {
     /// Token embedding lookup.
     Embedding,
-    /// Projections with Q8_0 weights (and Q5_0, requantized to Q8_0 at load).
+    /// Projections by the weight's format in the file. On the CPU all run through the Q8_0
+    /// kernel (Q5_0 converted losslessly, Q4_K/Q6_K requantized at load); q/k/v and gate/up
+    /// run stacked as one matmul and count here.
     MatmulQ8_0,
     MatmulQ4K,
     MatmulQ6K,
@@ -47,7 +49,7 @@ impl Stage {
     pub fn name(self) -> &'static str {
         match self {
             Stage::Embedding => "embedding",
-            Stage::MatmulQ8_0 => "matmul q8_0",
+            Stage::MatmulQ8_0 => "matmul q8_0/q5_0",
             Stage::MatmulQ4K => "matmul q4_k",
             Stage::MatmulQ6K => "matmul q6_k",
             Stage::MatmulOther => "matmul other",
