@@ -10,7 +10,7 @@ mod rope;
 mod simd;
 
 pub use activation::{gelu_tanh, gelu_tanh_fast, gelu_tanh_mul, gelu_tanh_mul_reference};
-pub use attention::{paged_attention, PagedKv, PagedQuery};
+pub use attention::{paged_attention, paged_attention_reference, PagedKv, PagedQuery};
 pub use norm::{rms_norm_add_rows, rms_norm_rows, rms_norm_rows_in_place, rms_norm_rows_reference};
 pub use q8_0_matmul::{
     q8_0_matmul, q8_0_matmul_on, q8_0_matmul_path, q8_0_matmul_reference, Q8_0Path, RayonRunner,

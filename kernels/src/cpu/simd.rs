@@ -25,6 +25,15 @@ pub fn simd_level() -> SimdLevel {
     *LEVEL.get_or_init(detect)
 }
 
+/// Whether this CPU can run code compiled for `level`.
+pub(crate) fn supports(level: SimdLevel) -> bool {
+    match level {
+        SimdLevel::Avx512 => simd_level() == SimdLevel::Avx512,
+        SimdLevel::Avx2 => simd_level() != SimdLevel::Portable,
+        SimdLevel::Portable => true,
+    }
+}
+
 fn detect() -> SimdLevel {
     #[cfg(target_arch = "x86_64")]
     {
