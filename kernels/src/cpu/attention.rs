@@ -1,8 +1,35 @@
 //! Attention of one query token against its sequence's paged KV cache (causal, optional
-//! sliding window, grouped-query heads).
+//! sliding window, grouped-query heads): shape checks, per-thread scratch, and the choice of
+//! SIMD kernels.
+//!
+//! Per KV head, up to `MAX_GROUP` query heads share each pass over the K and V rows: one K row
+//! load feeds every head's dot product, one V row load every head's weighted sum. A token's
+//! arithmetic depends only on its own query, position and KV rows (and on the kernel path,
+//! fixed per CPU and head width), never on the other tokens of the step or on which thread
+//! runs it: a sequence decodes to the same bits alone or in any batch.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod portable;
+mod reference;
+mod rows;
+mod softmax;
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+
+use crate::cpu::simd::{simd_level, SimdLevel};
 use crate::error::check_len;
 use crate::KernelError;
+
+pub use reference::paged_attention_reference;
+use rows::RowSet;
+
+/// Query heads per pass over the rows (the kernels keep their accumulators in registers).
+const MAX_GROUP: usize = 4;
 
 /// One layer's KV storage: `[num_blocks, block_size, kv_heads, head_dim]`, row-major, for K and
 /// for V. A sequence's position `p` lives in block `block_table[p / block_size]`, slot
@@ -24,188 +51,167 @@ pub struct PagedQuery<'a> {
     pub window: Option<usize>,
 }
 
+/// The kernels one call runs; a SIMD variant holds proof that this CPU supports it.
+#[derive(Clone, Copy)]
+enum Kernels {
+    #[cfg(target_arch = "x86_64")]
+    Avx512(avx512::Token),
+    #[cfg(target_arch = "x86_64")]
+    Avx2(avx2::Token),
+    Portable,
+}
+
+thread_local! {
+    /// Scores and per-head normalisers, grown to the longest context seen on this thread and
+    /// then reused: the decode path allocates nothing.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Writes `[heads, head_dim]` attention output for `query` into `out`.
 ///
 /// The query sees positions `pos + 1 - window ..= pos`: the KV of every token of the current
 /// step has been written before any attention runs, so a prompt chunk sees its own earlier
-/// tokens and nothing after itself.
+/// tokens and nothing after itself. Results agree with `paged_attention_reference` to within
+/// f32 rounding (FMA dot products, `exp_approx` in the softmax; see the tests for bounds).
 pub fn paged_attention(
     kv: &PagedKv<'_>,
     query: &PagedQuery<'_>,
     scale: f32,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
+    paged_attention_on(simd_level(), kv, query, scale, out)
+}
+
+/// `paged_attention` with the kernels of `level` (or narrower, if the head width does not fit
+/// its vectors); `Err` if this CPU cannot run them. Tests compare every level.
+pub(crate) fn paged_attention_on(
+    level: SimdLevel,
+    kv: &PagedKv<'_>,
+    query: &PagedQuery<'_>,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let first = check(kv, query, out)?;
+    let kernels = choose(level, kv.head_dim)?;
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => attend(kernels, kv, query, first, scale, out, &mut scratch),
+        // Only reachable if a kernel re-entered on this thread; stay correct regardless.
+        Err(_) => attend(kernels, kv, query, first, scale, out, &mut Vec::new()),
+    });
+    Ok(())
+}
+
+/// Validates shapes and the block table; returns the first position the query sees.
+pub(crate) fn check(
+    kv: &PagedKv<'_>,
+    query: &PagedQuery<'_>,
+    out: &[f32],
+) -> Result<usize, KernelError> {
     let (hd, kvh) = (kv.head_dim, kv.kv_heads);
+    let invalid = |message: String| KernelError::Invalid {
+        op: "paged_attention",
+        message,
+    };
     check_len("paged_attention", "out", out.len(), query.q.len())?;
-    if hd == 0 || kvh == 0 || !query.q.len().is_multiple_of(hd * kvh) {
-        return Err(KernelError::Invalid {
-            op: "paged_attention",
-            message: format!(
-                "q of {} values does not fit {kvh} kv heads of {hd}",
-                query.q.len()
-            ),
-        });
+    if hd == 0 || kvh == 0 || query.q.is_empty() || !query.q.len().is_multiple_of(hd * kvh) {
+        return Err(invalid(format!(
+            "q of {} values does not fit {kvh} kv heads of {hd}",
+            query.q.len()
+        )));
+    }
+    if kv.block_size == 0 || query.window == Some(0) {
+        return Err(invalid("block size and window must be positive".into()));
     }
     let needed_blocks = query.pos / kv.block_size + 1;
     if query.block_table.len() < needed_blocks {
-        return Err(KernelError::Invalid {
-            op: "paged_attention",
-            message: format!(
-                "position {} needs {needed_blocks} blocks, table has {}",
-                query.pos,
-                query.block_table.len()
-            ),
-        });
+        return Err(invalid(format!(
+            "position {} needs {needed_blocks} blocks, table has {}",
+            query.pos,
+            query.block_table.len()
+        )));
     }
     let first = match query.window {
         Some(w) => (query.pos + 1).saturating_sub(w),
         None => 0,
     };
-    let heads = query.q.len() / hd;
-    let group = heads / kvh;
-    let mut scores = vec![0f32; query.pos + 1 - first];
-    for h in 0..heads {
-        let q = &query.q[h * hd..(h + 1) * hd];
-        let kv_head = h / group;
-        for (i, p) in (first..=query.pos).enumerate() {
-            let k = slot(kv.k, kv, query.block_table, p, kv_head)?;
-            scores[i] = dot(q, k) * scale;
-        }
-        softmax_in_place(&mut scores);
-        let o = &mut out[h * hd..(h + 1) * hd];
-        o.fill(0.0);
-        for (i, p) in (first..=query.pos).enumerate() {
-            let v = slot(kv.v, kv, query.block_table, p, kv_head)?;
-            let w = scores[i];
-            for (acc, &x) in o.iter_mut().zip(v) {
-                *acc += w * x;
-            }
-        }
+    let block_len = kv
+        .block_size
+        .checked_mul(kvh * hd)
+        .ok_or_else(|| invalid("block size overflows".into()))?;
+    let stored = kv.k.len().min(kv.v.len()) / block_len;
+    let used = &query.block_table[first / kv.block_size..needed_blocks];
+    if let Some(&b) = used.iter().find(|&&b| b as usize >= stored) {
+        return Err(invalid(format!("block {b} is outside the KV storage")));
     }
-    Ok(())
+    Ok(first)
 }
 
-fn slot<'a>(
-    data: &'a [f32],
-    kv: &PagedKv<'_>,
-    table: &[u32],
-    pos: usize,
-    kv_head: usize,
-) -> Result<&'a [f32], KernelError> {
-    let block = table[pos / kv.block_size] as usize;
-    let start =
-        ((block * kv.block_size + pos % kv.block_size) * kv.kv_heads + kv_head) * kv.head_dim;
-    data.get(start..start + kv.head_dim)
-        .ok_or_else(|| KernelError::Invalid {
+/// The widest kernels `level` allows for this head width (SIMD needs whole vectors per head).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn choose(level: SimdLevel, head_dim: usize) -> Result<Kernels, KernelError> {
+    if !crate::cpu::simd::supports(level) {
+        return Err(KernelError::Invalid {
             op: "paged_attention",
-            message: format!("block {block} is outside the KV storage"),
-        })
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn softmax_in_place(xs: &mut [f32]) {
-    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for x in xs.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
+            message: format!("{level:?} is not supported by this CPU"),
+        });
     }
-    for x in xs.iter_mut() {
-        *x /= sum;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let (SimdLevel::Avx512, Some(t)) = (level, avx512::Token::new(head_dim)) {
+            return Ok(Kernels::Avx512(t));
+        }
+        if let (SimdLevel::Avx512 | SimdLevel::Avx2, Some(t)) = (level, avx2::Token::new(head_dim))
+        {
+            return Ok(Kernels::Avx2(t));
+        }
     }
+    Ok(Kernels::Portable)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Dense reference: plain causal attention over contiguous K/V `[len, head_dim]`.
-    fn dense(q: &[f32], k: &[Vec<f32>], v: &[Vec<f32>], scale: f32) -> Vec<f32> {
-        let mut s: Vec<f32> = k.iter().map(|k| dot(q, k) * scale).collect();
-        softmax_in_place(&mut s);
-        let mut o = vec![0.0; q.len()];
-        for (w, v) in s.iter().zip(v) {
-            for (a, x) in o.iter_mut().zip(v) {
-                *a += w * x;
+/// The checked call: every KV head, its query heads in passes of up to `MAX_GROUP`.
+fn attend(
+    kernels: Kernels,
+    kv: &PagedKv<'_>,
+    query: &PagedQuery<'_>,
+    first: usize,
+    scale: f32,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let hd = kv.head_dim;
+    let group = query.q.len() / hd / kv.kv_heads;
+    let n = query.pos + 1 - first;
+    if scratch.len() < MAX_GROUP * (n + 1) {
+        scratch.resize(MAX_GROUP * (n + 1), 0.0);
+    }
+    let (scores, inv) = scratch.split_at_mut(MAX_GROUP * n);
+    for kv_head in 0..kv.kv_heads {
+        let rows = RowSet::new(kv, query.block_table, kv_head, first, query.pos);
+        let heads = kv_head * group..(kv_head + 1) * group;
+        let mut h = heads.start;
+        while h < heads.end {
+            let g = MAX_GROUP.min(heads.end - h);
+            let (q, o) = (
+                &query.q[h * hd..(h + g) * hd],
+                &mut out[h * hd..(h + g) * hd],
+            );
+            let (s, inv) = (&mut scores[..g * n], &mut inv[..g]);
+            match kernels {
+                #[cfg(target_arch = "x86_64")]
+                Kernels::Avx512(t) => t.scores(q, kv.k, &rows, scale, s),
+                #[cfg(target_arch = "x86_64")]
+                Kernels::Avx2(t) => t.scores(q, kv.k, &rows, scale, s),
+                Kernels::Portable => portable::scores(q, kv.k, &rows, scale, s),
             }
-        }
-        o
-    }
-
-    fn vecs(n: usize, d: usize, seed: f32) -> Vec<Vec<f32>> {
-        (0..n)
-            .map(|i| (0..d).map(|j| ((i * d + j) as f32 * seed).sin()).collect())
-            .collect()
-    }
-
-    /// Scatters contiguous K/V into blocks given by `table` (block size 2, one kv head).
-    fn paged(rows: &[Vec<f32>], table: &[u32], blocks: usize) -> Vec<f32> {
-        let d = rows[0].len();
-        let mut data = vec![f32::NAN; blocks * 2 * d];
-        for (p, r) in rows.iter().enumerate() {
-            let start = (table[p / 2] as usize * 2 + p % 2) * d;
-            data[start..start + d].copy_from_slice(r);
-        }
-        data
-    }
-
-    #[test]
-    fn paged_equals_dense_with_scattered_blocks_and_window() {
-        let (d, len) = (4, 5);
-        let (k, v) = (vecs(len, d, 0.7), vecs(len, d, 1.3));
-        let table = [3u32, 0, 5];
-        let (pk, pv) = (paged(&k, &table, 6), paged(&v, &table, 6));
-        let kv = PagedKv {
-            k: &pk,
-            v: &pv,
-            block_size: 2,
-            kv_heads: 1,
-            head_dim: d,
-        };
-        let q: Vec<f32> = (0..2 * d).map(|i| (i as f32).cos()).collect(); // two query heads
-        for window in [None, Some(2)] {
-            let mut out = vec![0.0; 2 * d];
-            let query = PagedQuery {
-                q: &q,
-                pos: len - 1,
-                block_table: &table,
-                window,
-            };
-            paged_attention(&kv, &query, 0.5, &mut out).unwrap();
-            let first = window.map_or(0, |w| len - w);
-            for h in 0..2 {
-                let want = dense(&q[h * d..(h + 1) * d], &k[first..], &v[first..], 0.5);
-                for (a, b) in out[h * d..(h + 1) * d].iter().zip(&want) {
-                    assert!(
-                        (a - b).abs() < 1e-5,
-                        "window {window:?} head {h}: {a} vs {b}"
-                    );
-                }
+            softmax::exp_rows(s, n, inv);
+            match kernels {
+                #[cfg(target_arch = "x86_64")]
+                Kernels::Avx512(t) => t.weighted_sum(s, kv.v, &rows, inv, o),
+                #[cfg(target_arch = "x86_64")]
+                Kernels::Avx2(t) => t.weighted_sum(s, kv.v, &rows, inv, o),
+                Kernels::Portable => portable::weighted_sum(s, kv.v, &rows, inv, o),
             }
+            h += g;
         }
-    }
-
-    #[test]
-    fn short_block_table_is_an_error() {
-        let data = vec![0.0; 8];
-        let kv = PagedKv {
-            k: &data,
-            v: &data,
-            block_size: 2,
-            kv_heads: 1,
-            head_dim: 2,
-        };
-        let q = [1.0, 0.0];
-        let query = PagedQuery {
-            q: &q,
-            pos: 2,
-            block_table: &[0],
-            window: None,
-        };
-        let mut out = [0.0; 2];
-        assert!(paged_attention(&kv, &query, 1.0, &mut out).is_err());
     }
 }

@@ -1,5 +1,7 @@
-//! Rotary position embedding, NeoX layout (the two halves of each head rotate together).
+//! Rotary position embedding, NeoX layout (the two halves of each head rotate together): the
+//! per-step table of each token's cos/sin, and the rotation that applies it.
 
+use crate::cpu::simd::multiversion;
 use crate::KernelError;
 
 /// Inverse frequencies `base^(-2i/head_dim)` for `i in 0..head_dim/2`, in f64 so the angle
@@ -10,20 +12,66 @@ pub fn rope_inv_freq(head_dim: usize, base: f64) -> Vec<f64> {
         .collect()
 }
 
-/// Rotates every head of one token (`x` is `[heads, head_dim]`) to position `pos`.
+/// cos and sin of `pos * inv_freq[i]` for each token of a step, `[tokens, head_dim / 2]`.
 ///
-/// Each token carries its own position, which is what lets one step hold sequences at
-/// different positions; the angles are computed here rather than from a table because a table
-/// for the full context costs more memory than the few `sin_cos` calls cost time.
-pub fn rope_neox_in_place(x: &mut [f32], inv_freq: &[f64], pos: usize) -> Result<(), KernelError> {
-    let half = inv_freq.len();
-    let head_dim = 2 * half;
-    if head_dim == 0 || !x.len().is_multiple_of(head_dim) {
+/// Built once per step and frequency table, then shared by every layer and head: the angles
+/// are taken in f64 and rounded to f32 exactly as `rope_neox_reference` does, so the rotation
+/// is bit-identical to it, and a token's row depends on its own position alone.
+pub struct RopeTable {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    /// The table for tokens at `positions` (in step order).
+    pub fn new(inv_freq: &[f64], positions: &[usize]) -> Self {
+        let half = inv_freq.len();
+        let mut cos = vec![0f32; positions.len() * half];
+        let mut sin = vec![0f32; positions.len() * half];
+        if half > 0 {
+            let rows = cos.chunks_exact_mut(half).zip(sin.chunks_exact_mut(half));
+            for ((c, s), &pos) in rows.zip(positions) {
+                for ((c, s), &f) in c.iter_mut().zip(s.iter_mut()).zip(inv_freq) {
+                    let (sa, ca) = (pos as f64 * f).sin_cos();
+                    (*c, *s) = (ca as f32, sa as f32);
+                }
+            }
+        }
+        Self { half, cos, sin }
+    }
+
+    /// Tokens in the table.
+    pub fn tokens(&self) -> usize {
+        self.cos.len().checked_div(self.half).unwrap_or(0)
+    }
+
+    /// Head width the table rotates.
+    pub fn head_dim(&self) -> usize {
+        2 * self.half
+    }
+}
+
+/// Rotates every head of token `token`'s row `x` (`[heads, head_dim]`) with its table row.
+pub fn rope_neox_row(x: &mut [f32], table: &RopeTable, token: usize) -> Result<(), KernelError> {
+    let half = table.half;
+    check_heads(x.len(), 2 * half)?;
+    if token >= table.tokens() {
         return Err(KernelError::Invalid {
             op: "rope",
-            message: format!("{} values are not heads of {head_dim}", x.len()),
+            message: format!("token {token} of a table of {}", table.tokens()),
         });
     }
+    let row = token * half..(token + 1) * half;
+    rotate_heads(x, &table.cos[row.clone()], &table.sin[row]);
+    Ok(())
+}
+
+/// The scalar reference: rotates every head of one token (`x` is `[heads, head_dim]`) to
+/// position `pos`, computing the angles on the spot.
+pub fn rope_neox_reference(x: &mut [f32], inv_freq: &[f64], pos: usize) -> Result<(), KernelError> {
+    let half = inv_freq.len();
+    check_heads(x.len(), 2 * half)?;
     let (sin, cos): (Vec<f32>, Vec<f32>) = inv_freq
         .iter()
         .map(|&f| {
@@ -31,7 +79,7 @@ pub fn rope_neox_in_place(x: &mut [f32], inv_freq: &[f64], pos: usize) -> Result
             (s as f32, c as f32)
         })
         .unzip();
-    for head in x.chunks_exact_mut(head_dim) {
+    for head in x.chunks_exact_mut(2 * half) {
         let (lo, hi) = head.split_at_mut(half);
         for i in 0..half {
             let (a, b) = (lo[i], hi[i]);
@@ -42,38 +90,32 @@ pub fn rope_neox_in_place(x: &mut [f32], inv_freq: &[f64], pos: usize) -> Result
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn position_zero_is_identity() {
-        let mut x = vec![1.0, 2.0, 3.0, 4.0];
-        rope_neox_in_place(&mut x, &rope_inv_freq(4, 10_000.0), 0).unwrap();
-        assert_eq!(x, vec![1.0, 2.0, 3.0, 4.0]);
+fn check_heads(len: usize, head_dim: usize) -> Result<(), KernelError> {
+    if head_dim == 0 || !len.is_multiple_of(head_dim) {
+        return Err(KernelError::Invalid {
+            op: "rope",
+            message: format!("{len} values are not heads of {head_dim}"),
+        });
     }
+    Ok(())
+}
 
-    #[test]
-    fn rotates_pairs_across_halves() {
-        // head_dim 2: one pair (x0, x1) rotated by pos * 1.0 radians.
-        let mut x = vec![1.0, 0.0];
-        rope_neox_in_place(&mut x, &[1.0], 1).unwrap();
-        assert!((x[0] - 1f32.cos()).abs() < 1e-6 && (x[1] - 1f32.sin()).abs() < 1e-6);
-    }
+multiversion! {
+    fn rotate_heads(x: &mut [f32], cos: &[f32], sin: &[f32]) => rotate_heads_body;
+}
 
-    #[test]
-    fn relative_positions_give_equal_dot_products() {
-        // The defining property: <rope(q, m), rope(k, n)> depends only on m - n.
-        let inv = rope_inv_freq(8, 10_000.0);
-        let q: Vec<f32> = (0..8).map(|i| (i as f32 * 0.37).sin()).collect();
-        let k: Vec<f32> = (0..8).map(|i| (i as f32 * 0.91).cos()).collect();
-        let dot_at = |m: usize, n: usize| {
-            let (mut a, mut b) = (q.clone(), k.clone());
-            rope_neox_in_place(&mut a, &inv, m).unwrap();
-            rope_neox_in_place(&mut b, &inv, n).unwrap();
-            a.iter().zip(&b).map(|(x, y)| x * y).sum::<f32>()
-        };
-        assert!((dot_at(10, 7) - dot_at(103, 100)).abs() < 1e-4);
-        assert!((dot_at(10, 7) - dot_at(10, 3)).abs() > 1e-3);
+#[inline(always)]
+fn rotate_heads_body(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    for head in x.chunks_exact_mut(2 * cos.len()) {
+        let (lo, hi) = head.split_at_mut(cos.len());
+        for (((a, b), &c), &s) in lo.iter_mut().zip(hi.iter_mut()).zip(cos).zip(sin) {
+            let (x0, x1) = (*a, *b);
+            *a = x0 * c - x1 * s;
+            *b = x1 * c + x0 * s;
+        }
     }
 }
+
+#[cfg(test)]
+#[path = "rope_tests.rs"]
+mod tests;

@@ -104,9 +104,8 @@ struct Layer {
     gate_up: FusedLinear,
     down: QLinear,
     post_ffn_norm: Vec<f32>,
-    /// `None` on global layers.
+    /// `None` on global layers (which also take the global RoPE table).
     window: Option<usize>,
-    inv_freq: Arc<Vec<f64>>,
 }
 
 pub struct Gemma3 {
@@ -117,6 +116,27 @@ pub struct Gemma3 {
     layers: Vec<Layer>,
     final_norm: Vec<f32>,
     lm_head: QLinear,
+    /// RoPE inverse frequencies of the local and the global layers.
+    inv_freq_local: Vec<f64>,
+    inv_freq_global: Vec<f64>,
+}
+
+/// What every layer of one step shares: the batch, where each token sits, and the cos/sin of
+/// each token's position for the local and the global layers (computed once per step).
+struct Step<'a> {
+    batch: &'a StepBatch,
+    slots: Vec<TokenSlot>,
+    rope_local: k::RopeTable,
+    rope_global: k::RopeTable,
+}
+
+impl Step<'_> {
+    fn rope(&self, layer: &Layer) -> &k::RopeTable {
+        match layer.window {
+            Some(_) => &self.rope_local,
+            None => &self.rope_global,
+        }
+    }
 }
 
 impl Gemma3 {
@@ -135,21 +155,15 @@ impl Gemma3 {
                 cfg.hidden
             )));
         }
-        let inv_local = Arc::new(k::rope_inv_freq(cfg.head_dim, cfg.rope_base_local));
-        let inv_global: Arc<Vec<f64>> = Arc::new(
-            k::rope_inv_freq(cfg.head_dim, cfg.rope_base_global)
-                .into_iter()
-                .map(|f| f / cfg.rope_scale_global)
-                .collect(),
-        );
+        let inv_freq_local = k::rope_inv_freq(cfg.head_dim, cfg.rope_base_local);
+        let inv_freq_global: Vec<f64> = k::rope_inv_freq(cfg.head_dim, cfg.rope_base_global)
+            .into_iter()
+            .map(|f| f / cfg.rope_scale_global)
+            .collect();
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
-            let (window, inv_freq) = if cfg.is_global(i) {
-                (None, inv_global.clone())
-            } else {
-                (Some(cfg.sliding_window), inv_local.clone())
-            };
-            layers.push(load_layer(src, i, window, inv_freq)?);
+            let window = (!cfg.is_global(i)).then_some(cfg.sliding_window);
+            layers.push(load_layer(src, i, window)?);
             progress(i + 1, cfg.layers);
         }
         let layer = Self {
@@ -160,6 +174,8 @@ impl Gemma3 {
             embed,
             vocab_size,
             layers,
+            inv_freq_local,
+            inv_freq_global,
         };
         layer.check_shapes()?;
         Ok(layer)
@@ -221,7 +237,6 @@ fn load_layer(
     src: &mut dyn WeightSource,
     i: usize,
     window: Option<usize>,
-    inv_freq: Arc<Vec<f64>>,
 ) -> Result<Layer, ModelError> {
     let name = |t: &str| format!("blk.{i}.{t}.weight");
     let mut lin = |t: &str| QLinear::from_qtensor(src.tensor(&name(t))?);
@@ -242,7 +257,6 @@ fn load_layer(
         gate_up,
         down,
         window,
-        inv_freq,
     })
 }
 
@@ -265,10 +279,12 @@ impl Architecture for Gemma3 {
 
     fn forward(&self, batch: &StepBatch, kv: &mut KvStorage) -> Result<StepOutput, ModelError> {
         let (slots, sample_rows) = token_slots(batch);
+        let step = profile::time(Stage::Elementwise, || self.step(batch, slots));
         let mut x = profile::time(Stage::Embedding, || self.embed_tokens(batch))?;
         for (i, layer) in self.layers.iter().enumerate() {
-            self.layer_forward(layer, i, &mut x, &slots, batch, kv)?;
+            self.layer_forward(layer, i, &mut x, &step, kv)?;
         }
+        let slots = step.slots;
         if sample_rows.is_empty() {
             return Ok(StepOutput::default());
         }
@@ -291,16 +307,29 @@ impl Architecture for Gemma3 {
 }
 
 impl Gemma3 {
+    /// The step's shared state: token slots and both RoPE tables for the tokens' positions.
+    fn step<'a>(&self, batch: &'a StepBatch, slots: Vec<TokenSlot>) -> Step<'a> {
+        let positions: Vec<usize> = slots.iter().map(|s| s.pos).collect();
+        Step {
+            batch,
+            rope_local: k::RopeTable::new(&self.inv_freq_local, &positions),
+            rope_global: k::RopeTable::new(&self.inv_freq_global, &positions),
+            slots,
+        }
+    }
+
+    /// One layer for every token of the step. The element-wise ops run on this thread: they
+    /// follow a matmul, after which candle's workers keep spinning on the other cores, and a
+    /// parallel split of them measured slower than none (attention, heavier, is split).
     fn layer_forward(
         &self,
         l: &Layer,
         layer_index: usize,
         x: &mut [f32],
-        slots: &[TokenSlot],
-        batch: &StepBatch,
+        step: &Step<'_>,
         kv: &mut KvStorage,
     ) -> Result<(), ModelError> {
-        let (c, n) = (&self.cfg, slots.len());
+        let (c, n) = (&self.cfg, step.slots.len());
         let mut h = vec![0f32; x.len()];
         profile::time(Stage::Elementwise, || {
             k::rms_norm_rows(x, &l.attn_norm, c.rms_eps, &mut h)
@@ -310,15 +339,15 @@ impl Gemma3 {
                 ModelError::Batch("q/k/v projection returned the wrong parts".into())
             })?;
         profile::time(Stage::Elementwise, || {
-            self.rotate_and_store(l, layer_index, &mut q, &mut kk, &v, slots, batch, kv)
+            self.rotate_and_store(l, layer_index, &mut q, &mut kk, &v, step, kv)
         })?;
         let att = profile::time(Stage::Attention, || {
-            self.attend(l, layer_index, &q, slots, batch, kv)
+            self.attend(l, layer_index, &q, step, kv)
         })?;
         let o = l.o.forward(&att, n)?;
         profile::time(Stage::Elementwise, || {
-            add_normed(x, &o, &l.post_attn_norm, c.rms_eps)?;
-            k::rms_norm_rows(x, &l.ffn_norm, c.rms_eps, &mut h).map_err(ModelError::from)
+            k::rms_norm_add_rows(&o, &l.post_attn_norm, c.rms_eps, x)?;
+            k::rms_norm_rows(x, &l.ffn_norm, c.rms_eps, &mut h)
         })?;
         let [mut gate, up]: [Vec<f32>; 2] =
             l.gate_up.forward(&h, n)?.try_into().map_err(|_| {
@@ -327,12 +356,13 @@ impl Gemma3 {
         profile::time(Stage::Elementwise, || k::gelu_tanh_mul(&mut gate, &up))?;
         let down = l.down.forward(&gate, n)?;
         profile::time(Stage::Elementwise, || {
-            add_normed(x, &down, &l.post_ffn_norm, c.rms_eps)
+            k::rms_norm_add_rows(&down, &l.post_ffn_norm, c.rms_eps, x)
         })?;
         Ok(())
     }
 
-    /// q/k norms, RoPE at each token's position, and this step's K and V into the cache.
+    /// q/k norms, RoPE at each token's position (from the step's table), and this step's K
+    /// and V into the cache.
     #[allow(clippy::too_many_arguments)]
     fn rotate_and_store(
         &self,
@@ -341,18 +371,18 @@ impl Gemma3 {
         q: &mut [f32],
         kk: &mut [f32],
         v: &[f32],
-        slots: &[TokenSlot],
-        batch: &StepBatch,
+        step: &Step<'_>,
         kv: &mut KvStorage,
     ) -> Result<(), ModelError> {
         let c = &self.cfg;
+        let rope = step.rope(l);
         k::rms_norm_rows_in_place(q, &l.q_norm, c.rms_eps)?;
         k::rms_norm_rows_in_place(kk, &l.k_norm, c.rms_eps)?;
         let (q_dim, kv_dim) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        for (t, slot) in slots.iter().enumerate() {
-            k::rope_neox_in_place(&mut q[t * q_dim..(t + 1) * q_dim], &l.inv_freq, slot.pos)?;
-            k::rope_neox_in_place(&mut kk[t * kv_dim..(t + 1) * kv_dim], &l.inv_freq, slot.pos)?;
-            let off = kv.offset(&batch.seqs[slot.seq_index].block_table, slot.pos);
+        for (t, slot) in step.slots.iter().enumerate() {
+            k::rope_neox_row(&mut q[t * q_dim..(t + 1) * q_dim], rope, t)?;
+            k::rope_neox_row(&mut kk[t * kv_dim..(t + 1) * kv_dim], rope, t)?;
+            let off = kv.offset(&step.batch.seqs[slot.seq_index].block_table, slot.pos);
             kv.k[layer_index][off..off + kv_dim].copy_from_slice(&kk[t * kv_dim..(t + 1) * kv_dim]);
             kv.v[layer_index][off..off + kv_dim].copy_from_slice(&v[t * kv_dim..(t + 1) * kv_dim]);
         }
@@ -365,8 +395,7 @@ impl Gemma3 {
         l: &Layer,
         layer_index: usize,
         q: &[f32],
-        slots: &[TokenSlot],
-        batch: &StepBatch,
+        step: &Step<'_>,
         kv: &KvStorage,
     ) -> Result<Vec<f32>, ModelError> {
         let c = &self.cfg;
@@ -382,24 +411,16 @@ impl Gemma3 {
         let mut out = vec![0f32; q.len()];
         out.par_chunks_mut(q_dim)
             .zip(q.par_chunks(q_dim))
-            .zip(slots.par_iter())
+            .zip(step.slots.par_iter())
             .try_for_each(|((o, q), slot)| {
                 let query = k::PagedQuery {
                     q,
                     pos: slot.pos,
-                    block_table: &batch.seqs[slot.seq_index].block_table,
+                    block_table: &step.batch.seqs[slot.seq_index].block_table,
                     window: l.window,
                 };
                 k::paged_attention(&paged, &query, scale, o)
             })?;
         Ok(out)
     }
-}
-
-/// `x += rms_norm(y)`: Gemma's post-norm residual.
-fn add_normed(x: &mut [f32], y: &[f32], weight: &[f32], eps: f32) -> Result<(), ModelError> {
-    let mut normed = vec![0f32; y.len()];
-    k::rms_norm_rows(y, weight, eps, &mut normed)?;
-    x.iter_mut().zip(&normed).for_each(|(a, b)| *a += b);
-    Ok(())
 }
