@@ -131,6 +131,11 @@ pub async fn measure(args: &HttpBenchArgs) -> Result<HttpBenchReport, GatewayErr
     let base = base_url(&args.url);
     let client = reqwest::Client::builder()
         .default_headers(auth_headers(args.api_key.as_deref())?)
+        // A fresh connection per request: llama-server closes some idle keep-alive connections
+        // just as they are reused ("connection closed before message completed"), which would
+        // count as failures that are the client's doing. On loopback a connect costs well under
+        // a millisecond, next to seconds per request.
+        .pool_max_idle_per_host(0)
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(300))
         .build()
@@ -324,6 +329,19 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// An error with its causes: reqwest's own message ("error sending request") says little; the
+/// cause (connection reset, closed before the response…) tells a client fault from a server one.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Timings of one successful streamed request.
 #[derive(Debug)]
 struct RequestStats {
@@ -355,7 +373,7 @@ async fn one_request(
         .json(&body)
         .send()
         .await
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(|e| format!("request: {}", error_chain(&e)))?;
     let status = resp.status();
     if !status.is_success() {
         let text = resp.text().await.unwrap_or_default();
@@ -368,7 +386,7 @@ async fn one_request(
     let (mut chunks, mut usage) = (0usize, None::<(Option<usize>, usize)>);
     let mut done = false;
     'read: while let Some(bytes) = stream.next().await {
-        let bytes = bytes.map_err(|e| format!("reading the stream: {e}"))?;
+        let bytes = bytes.map_err(|e| format!("reading the stream: {}", error_chain(&e)))?;
         let now = Instant::now();
         for data in parser.push(&bytes) {
             let Some(chunk) = parse_chunk(&data)? else {
