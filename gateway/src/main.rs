@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gridserve::bench::engine::EngineBenchArgs;
 use gridserve::bench::http::HttpBenchArgs;
+use gridserve::bench::peer::PeerBenchArgs;
 use gridserve::config::Config;
 
 mod generate;
@@ -83,6 +84,9 @@ enum BenchCommand {
     Engine(EngineBenchArgs),
     /// Streaming-client load against a running server: tok/s, TTFT and inter-token latency.
     Http(HttpBenchArgs),
+    /// gridserve vs llama.cpp on this machine, one after the other: prefill, batch-1 and
+    /// batched decode, HTTP serving; prints one table of ratios with their targets.
+    Peer(PeerBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -119,6 +123,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Engine(args)) => {
             gridserve::bench::engine::run(&config, &args).map_err(Into::into)
+        }
+        Command::Bench(BenchCommand::Peer(args)) => {
+            gridserve::bench::peer::run(&cli.config, &config, &args)?;
+            Ok(())
         }
         Command::Twin(TwinCommand::Validate(args)) => {
             let passed = gridserve::twin::validate::run_cli(&cli.config, &args)?;

@@ -58,7 +58,22 @@ pub struct EngineBenchReport {
     pub decode: Vec<DecodeResult>,
 }
 
+/// Runs the benchmark, prints the report and writes it to `--json` if given.
 pub fn run(config: &Config, args: &EngineBenchArgs) -> Result<(), GatewayError> {
+    let report = measure(config, args)?;
+    print_report(&report);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| GatewayError::Config(e.to_string()))?;
+        std::fs::write(path, text)
+            .map_err(|e| GatewayError::Config(format!("writing {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Loads the model, measures, and returns the report without printing (the model is freed on
+/// return, so a caller can run another load on the same cores afterwards).
+pub fn measure(config: &Config, args: &EngineBenchArgs) -> Result<EngineBenchReport, GatewayError> {
     if args.prompt_tokens == 0 || args.decode_tokens < 2 || args.repeats == 0 {
         return Err(GatewayError::InvalidRequest {
             param: "bench",
@@ -80,7 +95,7 @@ pub fn run(config: &Config, args: &EngineBenchArgs) -> Result<(), GatewayError> 
         decode.push(measure_decode(backend, &base, batch, args.decode_tokens)?);
     }
     profile::set_enabled(false);
-    let report = EngineBenchReport {
+    Ok(EngineBenchReport {
         model: backend.info().model_name.clone(),
         threads: config.engine.threads,
         load_s: served.load_time.as_secs_f64(),
@@ -88,15 +103,7 @@ pub fn run(config: &Config, args: &EngineBenchArgs) -> Result<(), GatewayError> 
         prefill_tokens_per_s: prefill[prefill.len() / 2],
         prefill_profile_ms: args.profile.then(|| prefill_profile.ms_per_step()),
         decode,
-    };
-    print_report(&report);
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| GatewayError::Config(e.to_string()))?;
-        std::fs::write(path, text)
-            .map_err(|e| GatewayError::Config(format!("writing {}: {e}", path.display())))?;
-    }
-    Ok(())
+    })
 }
 
 const BENCH_TEXT: &str = "The history of electricity grids begins with small local networks that \

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::sse::{parse_chunk, truncate, SseParser};
 use crate::GatewayError;
 
 #[derive(Args, Debug, Clone)]
@@ -31,6 +32,14 @@ pub struct HttpBenchArgs {
     /// Requests each client sends, one after the other.
     #[arg(long, default_value_t = 4)]
     pub requests_per_client: usize,
+    /// Sentence copies per prompt, instead of calibrating against the server's tokenizer (so
+    /// two servers can be sent the very same text; the report gives the figure used).
+    #[arg(long)]
+    pub prompt_reps: Option<usize>,
+    /// Sent as `Authorization: Bearer KEY` (a server started with GRIDSERVE_API_KEY, or with
+    /// `server.api_key_sha256` set, refuses requests without one).
+    #[arg(long, env = "GRIDSERVE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -82,6 +91,8 @@ pub struct HttpBenchReport {
     pub prompt_tokens_target: usize,
     /// The prompt length the server reported for the first request.
     pub prompt_tokens: Option<usize>,
+    /// Sentence copies in each prompt (calibrated, or `--prompt-reps`).
+    pub prompt_reps: usize,
     pub max_tokens: usize,
     pub requests_per_client: usize,
     pub levels: Vec<LevelReport>,
@@ -90,21 +101,41 @@ pub struct HttpBenchReport {
 /// Runs the benchmark against a running server, prints a table and returns the report (also
 /// written to `--json` if given).
 pub async fn run(args: &HttpBenchArgs) -> Result<HttpBenchReport, GatewayError> {
+    let report = measure(args).await?;
+    print_report(&report);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| GatewayError::Bench(e.to_string()))?;
+        std::fs::write(path, text)
+            .map_err(|e| GatewayError::Bench(format!("writing {}: {e}", path.display())))?;
+    }
+    Ok(report)
+}
+
+/// Runs the benchmark against a running server and returns the report without printing.
+pub async fn measure(args: &HttpBenchArgs) -> Result<HttpBenchReport, GatewayError> {
     if args.clients.is_empty()
         || args.clients.contains(&0)
         || args.prompt_tokens == 0
         || args.max_tokens == 0
         || args.requests_per_client == 0
+        || args.prompt_reps == Some(0)
     {
         return Err(GatewayError::InvalidRequest {
             param: "bench",
             message: "need --clients >= 1 each, --prompt-tokens >= 1, --max-tokens >= 1, \
-                      --requests-per-client >= 1"
+                      --requests-per-client >= 1, --prompt-reps >= 1"
                 .into(),
         });
     }
     let base = base_url(&args.url);
     let client = reqwest::Client::builder()
+        .default_headers(auth_headers(args.api_key.as_deref())?)
+        // A fresh connection per request: llama-server closes some idle keep-alive connections
+        // just as they are reused ("connection closed before message completed"), which would
+        // count as failures that are the client's doing. On loopback a connect costs well under
+        // a millisecond, next to seconds per request.
+        .pool_max_idle_per_host(0)
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(300))
         .build()
@@ -118,7 +149,10 @@ pub async fn run(args: &HttpBenchArgs) -> Result<HttpBenchReport, GatewayError> 
     };
 
     tracing::info!("bench: calibrating the prompt length and warming up against {base}");
-    let reps = calibrate(&target, args.prompt_tokens).await?;
+    let reps = match args.prompt_reps {
+        Some(reps) => reps,
+        None => calibrate(&target, args.prompt_tokens).await?,
+    };
     let warm = one_request(&target, &prompt(0, 0, 0, reps), args.max_tokens)
         .await
         .map_err(|e| GatewayError::Bench(format!("warm-up request failed: {e}")))?;
@@ -135,23 +169,27 @@ pub async fn run(args: &HttpBenchArgs) -> Result<HttpBenchReport, GatewayError> 
         prompt_tokens = prompt_tokens.or(first_prompt_tokens);
         levels.push(report);
     }
-    let report = HttpBenchReport {
+    Ok(HttpBenchReport {
         url: base,
         model,
         prompt_tokens_target: args.prompt_tokens,
         prompt_tokens: prompt_tokens.or(warm.prompt_tokens),
+        prompt_reps: reps,
         max_tokens: args.max_tokens,
         requests_per_client: args.requests_per_client,
         levels,
-    };
-    print_report(&report);
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| GatewayError::Bench(e.to_string()))?;
-        std::fs::write(path, text)
-            .map_err(|e| GatewayError::Bench(format!("writing {}: {e}", path.display())))?;
+    })
+}
+
+/// `Authorization: Bearer KEY` on every request when a key is given.
+fn auth_headers(api_key: Option<&str>) -> Result<reqwest::header::HeaderMap, GatewayError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key.filter(|k| !k.is_empty()) {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| GatewayError::Bench("the API key is not a valid header value".into()))?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    Ok(report)
+    Ok(headers)
 }
 
 /// `http://host:port` from what the user gave (trailing `/` and `/v1` dropped).
@@ -291,6 +329,19 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// An error with its causes: reqwest's own message ("error sending request") says little; the
+/// cause (connection reset, closed before the response…) tells a client fault from a server one.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Timings of one successful streamed request.
 #[derive(Debug)]
 struct RequestStats {
@@ -322,7 +373,7 @@ async fn one_request(
         .json(&body)
         .send()
         .await
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(|e| format!("request: {}", error_chain(&e)))?;
     let status = resp.status();
     if !status.is_success() {
         let text = resp.text().await.unwrap_or_default();
@@ -335,7 +386,7 @@ async fn one_request(
     let (mut chunks, mut usage) = (0usize, None::<(Option<usize>, usize)>);
     let mut done = false;
     'read: while let Some(bytes) = stream.next().await {
-        let bytes = bytes.map_err(|e| format!("reading the stream: {e}"))?;
+        let bytes = bytes.map_err(|e| format!("reading the stream: {}", error_chain(&e)))?;
         let now = Instant::now();
         for data in parser.push(&bytes) {
             let Some(chunk) = parse_chunk(&data)? else {
@@ -369,114 +420,6 @@ async fn one_request(
         completion_tokens,
         prompt_tokens,
     })
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-/// What the benchmark needs from one streamed completion chunk.
-#[derive(Debug, Default, PartialEq)]
-struct ChunkInfo {
-    /// A choice carries non-empty text.
-    content: bool,
-    prompt_tokens: Option<usize>,
-    completion_tokens: Option<usize>,
-}
-
-/// Parses one SSE `data` payload of a streamed completion: `None` for `[DONE]`, `Err` for an
-/// error event or malformed JSON.
-fn parse_chunk(data: &str) -> Result<Option<ChunkInfo>, String> {
-    let data = data.trim();
-    if data == "[DONE]" {
-        return Ok(None);
-    }
-    let v: Value = serde_json::from_str(data)
-        .map_err(|e| format!("bad chunk {:?}: {e}", truncate(data, 200)))?;
-    if let Some(err) = v.get("error") {
-        let message = err["message"]
-            .as_str()
-            .map_or_else(|| err.to_string(), str::to_string);
-        return Err(format!("error event: {}", truncate(&message, 300)));
-    }
-    let content = v["choices"].as_array().is_some_and(|choices| {
-        choices.iter().any(|c| {
-            c["text"]
-                .as_str()
-                .or_else(|| c["delta"]["content"].as_str())
-                .is_some_and(|t| !t.is_empty())
-        })
-    });
-    let count = |key: &str| v["usage"][key].as_u64().map(|n| n as usize);
-    Ok(Some(ChunkInfo {
-        content,
-        prompt_tokens: count("prompt_tokens"),
-        completion_tokens: count("completion_tokens"),
-    }))
-}
-
-/// An incremental server-sent-events parser that yields each event's `data` (multi-line data
-/// joined with `\n`); comments and other fields are skipped.
-#[derive(Debug, Default)]
-struct SseParser {
-    buf: Vec<u8>,
-    data: Option<String>,
-}
-
-impl SseParser {
-    /// Feeds received bytes; returns the data of every event they complete.
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.buf.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        let mut start = 0;
-        while let Some(len) = self.buf[start..].iter().position(|&b| b == b'\n') {
-            let mut line = &self.buf[start..start + len];
-            if let [rest @ .., b'\r'] = line {
-                line = rest;
-            }
-            let line = String::from_utf8_lossy(line).into_owned();
-            if let Some(event) = self.line(&line) {
-                events.push(event);
-            }
-            start += len + 1;
-        }
-        self.buf.drain(..start);
-        events
-    }
-
-    /// At the end of the stream: the last event's data if no blank line followed it.
-    fn finish(&mut self) -> Option<String> {
-        let rest = std::mem::take(&mut self.buf);
-        let line = String::from_utf8_lossy(&rest).into_owned();
-        let line = line.trim_end_matches('\r');
-        if !line.is_empty() {
-            let _ = self.line(line);
-        }
-        self.data.take()
-    }
-
-    fn line(&mut self, line: &str) -> Option<String> {
-        if line.is_empty() {
-            return self.data.take();
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
-        };
-        if field == "data" {
-            match &mut self.data {
-                Some(data) => {
-                    data.push('\n');
-                    data.push_str(value);
-                }
-                None => self.data = Some(value.to_string()),
-            }
-        }
-        None
-    }
 }
 
 /// Nearest-rank percentile `p` (0–100] of ascending `sorted` samples.
@@ -557,63 +500,6 @@ mod tests {
     }
 
     #[test]
-    fn sse_events_split_across_reads() {
-        let mut p = SseParser::default();
-        assert!(p.push(b"data: {\"a\"").is_empty());
-        assert!(p.push(b":1}\n").is_empty());
-        assert_eq!(p.push(b"\ndata: [DONE]\n\n"), vec!["{\"a\":1}", "[DONE]"]);
-        assert_eq!(p.finish(), None);
-    }
-
-    #[test]
-    fn sse_handles_crlf_comments_fields_and_multiline_data() {
-        let mut p = SseParser::default();
-        let events = p.push(
-            b": keep-alive\r\n\r\nevent: message\r\nid: 3\r\ndata: one\r\ndata:two\r\n\r\ndata: x\n",
-        );
-        assert_eq!(events, vec!["one\ntwo"]);
-        // A final event without the blank line after it.
-        assert_eq!(p.finish().as_deref(), Some("x"));
-        let mut p = SseParser::default();
-        assert!(p.push(b"data: [DONE]").is_empty());
-        assert_eq!(p.finish().as_deref(), Some("[DONE]"));
-    }
-
-    #[test]
-    fn chunks_are_read_for_content_usage_and_errors() {
-        assert_eq!(parse_chunk(" [DONE] "), Ok(None));
-        let text = r#"{"object":"text_completion","choices":[{"index":0,"text":" Paris","finish_reason":null}]}"#;
-        assert_eq!(
-            parse_chunk(text),
-            Ok(Some(ChunkInfo {
-                content: true,
-                ..ChunkInfo::default()
-            }))
-        );
-        let empty = r#"{"choices":[{"index":0,"text":"","finish_reason":"length"}]}"#;
-        assert_eq!(parse_chunk(empty), Ok(Some(ChunkInfo::default())));
-        let chat = r#"{"choices":[{"index":0,"delta":{"content":"hi"}}]}"#;
-        assert!(parse_chunk(chat).unwrap().unwrap().content);
-        let usage = r#"{"choices":[],"usage":{"prompt_tokens":65,"completion_tokens":64,"total_tokens":129}}"#;
-        assert_eq!(
-            parse_chunk(usage),
-            Ok(Some(ChunkInfo {
-                content: false,
-                prompt_tokens: Some(65),
-                completion_tokens: Some(64)
-            }))
-        );
-        let usage_null = r#"{"choices":[{"text":"a"}],"usage":null}"#;
-        assert_eq!(
-            parse_chunk(usage_null).unwrap().unwrap().completion_tokens,
-            None
-        );
-        let err = parse_chunk(r#"{"error":{"message":"boom","type":"server_error"}}"#);
-        assert!(err.unwrap_err().contains("boom"));
-        assert!(parse_chunk("{not json").is_err());
-    }
-
-    #[test]
     fn urls_and_prompts() {
         assert_eq!(base_url("http://h:1/"), "http://h:1");
         assert_eq!(base_url("http://h:1/v1/"), "http://h:1");
@@ -634,8 +520,11 @@ mod tests {
     }
 
     #[test]
-    fn truncate_respects_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "hé");
-        assert_eq!(truncate("hi", 10), "hi");
+    fn api_key_becomes_a_bearer_header() {
+        assert!(auth_headers(None).unwrap().is_empty());
+        assert!(auth_headers(Some("")).unwrap().is_empty());
+        let h = auth_headers(Some("k1")).unwrap();
+        assert_eq!(h[reqwest::header::AUTHORIZATION], "Bearer k1");
+        assert!(auth_headers(Some("bad\nkey")).is_err());
     }
 }

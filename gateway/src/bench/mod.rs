@@ -2,3 +2,5 @@
 
 pub mod engine;
 pub mod http;
+pub mod peer;
+mod sse;
