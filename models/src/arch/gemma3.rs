@@ -2,12 +2,11 @@
 //! and MLP, sliding-window attention on 5 of every 6 layers with their own RoPE base, and an
 //! output head tied to the embedding.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::quantized::QTensor;
 use candle_core::Tensor;
-use gridserve_kernels::cpu as k;
-use rayon::prelude::*;
+use gridserve_kernels::cpu::{self as k, TaskRunner};
 
 use super::{token_slots, Architecture, KvLayout, TokenSlot};
 use crate::backend::{StepBatch, StepOutput};
@@ -15,6 +14,7 @@ use crate::fused::FusedLinear;
 use crate::kv_cache::KvStorage;
 use crate::linear::QLinear;
 use crate::loader::{GgufFile, WeightSource};
+use crate::pool::StepPool;
 use crate::profile::{self, Stage};
 use crate::ModelError;
 
@@ -409,18 +409,27 @@ impl Gemma3 {
         };
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let mut out = vec![0f32; q.len()];
-        out.par_chunks_mut(q_dim)
-            .zip(q.par_chunks(q_dim))
-            .zip(step.slots.par_iter())
-            .try_for_each(|((o, q), slot)| {
-                let query = k::PagedQuery {
-                    q,
-                    pos: slot.pos,
-                    block_table: &step.batch.seqs[slot.seq_index].block_table,
-                    window: l.window,
-                };
-                k::paged_attention(&paged, &query, scale, o)
-            })?;
+        // One lock per token: a safe way to hand each task its own output row through the
+        // pool's shared `Fn` (each is taken once, uncontended).
+        let rows: Vec<Mutex<&mut [f32]>> = out.chunks_mut(q_dim).map(Mutex::new).collect();
+        let failure: Mutex<Option<gridserve_kernels::KernelError>> = Mutex::new(None);
+        StepPool.run(step.slots.len(), &|t| {
+            let slot = &step.slots[t];
+            let query = k::PagedQuery {
+                q: &q[t * q_dim..(t + 1) * q_dim],
+                pos: slot.pos,
+                block_table: &step.batch.seqs[slot.seq_index].block_table,
+                window: l.window,
+            };
+            let mut row = rows[t].lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = k::paged_attention(&paged, &query, scale, &mut row) {
+                *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            }
+        });
+        drop(rows);
+        if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e.into());
+        }
         Ok(out)
     }
 }
