@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-use gridserve_kernels::cpu::q8_0_matmul_on;
+use gridserve_kernels::cpu::{q8_0_matmul_on, PackedQ8_0};
 
 use crate::pool::StepPool;
 use crate::profile::{self, Stage};
@@ -20,6 +20,10 @@ enum Backend {
     Q8_0(Arc<QTensor>),
     /// Q8_0 rows owned here, e.g. several projections' weights stacked into one matrix.
     Q8_0Owned(Vec<u8>),
+    /// Q8_0 repacked with weight rows in the vector lanes (see `PackedQ8_0`): 1.3–4.6× the
+    /// GGUF-layout kernel from 1 to 128 rows here, so every Q8_0 weight ends up in it when
+    /// the CPU has AVX-512 VNNI.
+    Packed(PackedQ8_0),
 }
 
 /// `y = x · Wᵀ` with `W` of shape `[out_dim, in_dim]`, stored quantized.
@@ -54,15 +58,19 @@ impl QLinear {
         }
         let (out_dim, in_dim) = weight.shape().dims2()?;
         let stage = match weight.dtype() {
-            GgmlDType::Q5_0 => Stage::MatmulQ8_0,
+            GgmlDType::Q8_0 | GgmlDType::Q5_0 => Stage::MatmulQ8_0,
             GgmlDType::Q4K => Stage::MatmulQ4K,
             GgmlDType::Q6K => Stage::MatmulQ6K,
             _ => return Self::from_arc(Arc::new(weight)),
         };
-        let dense = weight.dequantize(&Device::Cpu)?;
-        let bytes = QTensor::quantize(&dense, GgmlDType::Q8_0)?
-            .data()?
-            .into_owned();
+        let bytes = if weight.dtype() == GgmlDType::Q8_0 {
+            weight.data()?.into_owned()
+        } else {
+            let dense = weight.dequantize(&Device::Cpu)?;
+            QTensor::quantize(&dense, GgmlDType::Q8_0)?
+                .data()?
+                .into_owned()
+        };
         Ok(Self {
             backend: Backend::Q8_0Owned(bytes),
             in_dim,
@@ -83,7 +91,9 @@ impl QLinear {
             _ => Stage::MatmulOther,
         };
         let on_cpu = matches!(weight.device(), Device::Cpu);
-        let backend = if weight.dtype() == GgmlDType::Q8_0 && on_cpu {
+        let backend = if weight.dtype() == GgmlDType::Q8_0 && on_cpu && PackedQ8_0::available() {
+            Backend::Packed(PackedQ8_0::new(&weight.data()?, out_dim, in_dim)?)
+        } else if weight.dtype() == GgmlDType::Q8_0 && on_cpu {
             Backend::Q8_0(weight)
         } else {
             Backend::Candle(QMatMul::from_arc(weight)?)
@@ -155,6 +165,7 @@ impl QLinear {
                     self.out_dim,
                 )?)
             }
+            Backend::Packed(packed) => Ok(packed.matmul(&StepPool, x, rows)?),
             Backend::Q8_0Owned(bytes) => Ok(q8_0_matmul_on(
                 &StepPool,
                 x,
@@ -163,6 +174,30 @@ impl QLinear {
                 bytes,
                 self.out_dim,
             )?),
+        }
+    }
+
+    /// Repacks Q8_0 rows for the packed kernel when this CPU runs it (call after `stack`,
+    /// which needs the GGUF layout).
+    pub fn pack(self) -> Result<Self, ModelError> {
+        match &self.backend {
+            Backend::Q8_0Owned(bytes) if PackedQ8_0::available() => {
+                let packed = PackedQ8_0::new(bytes, self.out_dim, self.in_dim)?;
+                Ok(Self {
+                    backend: Backend::Packed(packed),
+                    ..self
+                })
+            }
+            _ => Ok(self),
+        }
+    }
+
+    /// Row `row` of the weight as f32 (the embedding lookup of a tied output head), when the
+    /// weight is packed; `None` otherwise.
+    pub fn packed_row(&self, row: usize, out: &mut [f32]) -> Option<Result<(), ModelError>> {
+        match &self.backend {
+            Backend::Packed(p) => Some(p.row_into(row, out).map_err(ModelError::from)),
+            _ => None,
         }
     }
 
@@ -181,7 +216,7 @@ impl QLinear {
             match &part.backend {
                 Backend::Q8_0(weight) => bytes.extend_from_slice(&weight.data()?),
                 Backend::Q8_0Owned(own) => bytes.extend_from_slice(own),
-                Backend::Candle(_) => return Ok(None),
+                Backend::Candle(_) | Backend::Packed(_) => return Ok(None),
             }
         }
         Ok(Some(QLinear {
@@ -213,7 +248,10 @@ mod tests {
         let (n, k, rows) = (48, 640, 5);
         let qt = Arc::new(weight(GgmlDType::Q8_0, n, k));
         let ours = QLinear::from_arc(qt.clone()).unwrap();
-        assert!(matches!(ours.backend, Backend::Q8_0(_)));
+        assert!(matches!(
+            ours.backend,
+            Backend::Q8_0(_) | Backend::Packed(_)
+        ));
         let candle = QMatMul::from_arc(qt).unwrap();
         let x: Vec<f32> = (0..rows * k)
             .map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 2.0)

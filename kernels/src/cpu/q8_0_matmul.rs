@@ -10,6 +10,7 @@
 mod avx2;
 mod avx512;
 mod narrow;
+mod packed;
 mod quant;
 mod scalar;
 #[cfg(test)]
@@ -21,6 +22,7 @@ use rayon::prelude::*;
 
 use crate::KernelError;
 
+pub use packed::PackedQ8_0;
 pub use scalar::q8_0_matmul_reference;
 
 /// Values per Q8_0 block.

@@ -110,7 +110,9 @@ struct Layer {
 
 pub struct Gemma3 {
     cfg: Gemma3Config,
-    embed: Arc<QTensor>,
+    /// The embedding table, unless the output head (the same tensor) holds it packed: the
+    /// lookup then reads rows from there and the GGUF copy (178 MB here) is dropped.
+    embed: Option<Arc<QTensor>>,
     vocab_size: usize,
     embed_scale: f32,
     layers: Vec<Layer>,
@@ -166,10 +168,16 @@ impl Gemma3 {
             layers.push(load_layer(src, i, window)?);
             progress(i + 1, cfg.layers);
         }
+        let lm_head = QLinear::from_arc(embed.clone())?.profiled_as(Stage::OutputHead);
+        let mut probe = vec![0f32; cfg.hidden];
+        let embed = match lm_head.packed_row(0, &mut probe) {
+            Some(Ok(())) => None,
+            _ => Some(embed),
+        };
         let layer = Self {
             embed_scale: (cfg.hidden as f32).sqrt(),
             final_norm: src.f32_vec("output_norm.weight")?,
-            lm_head: QLinear::from_arc(embed.clone())?.profiled_as(Stage::OutputHead),
+            lm_head,
             cfg,
             embed,
             vocab_size,
@@ -225,9 +233,22 @@ impl Gemma3 {
             .iter()
             .flat_map(|s| s.tokens.iter().copied())
             .collect();
-        let ids = Tensor::from_vec(ids, batch.num_tokens(), &candle_core::Device::Cpu)?;
-        let rows = self.embed.embedding(&ids)?;
-        let mut x = rows.flatten_all()?.to_vec1::<f32>()?;
+        let hidden = self.cfg.hidden;
+        let mut x = match &self.embed {
+            Some(embed) => {
+                let ids = Tensor::from_vec(ids, batch.num_tokens(), &candle_core::Device::Cpu)?;
+                embed.embedding(&ids)?.flatten_all()?.to_vec1::<f32>()?
+            }
+            None => {
+                let mut x = vec![0f32; ids.len() * hidden];
+                for (&id, row) in ids.iter().zip(x.chunks_exact_mut(hidden)) {
+                    self.lm_head
+                        .packed_row(id as usize, row)
+                        .unwrap_or_else(|| Err(ModelError::Batch("embedding not packed".into())))?;
+                }
+                x
+            }
+        };
         x.iter_mut().for_each(|v| *v *= self.embed_scale);
         Ok(x)
     }
@@ -241,9 +262,9 @@ fn load_layer(
     let name = |t: &str| format!("blk.{i}.{t}.weight");
     let mut lin = |t: &str| QLinear::from_qtensor(src.tensor(&name(t))?);
     let qkv = FusedLinear::new(vec![lin("attn_q")?, lin("attn_k")?, lin("attn_v")?])?;
-    let o = lin("attn_output")?;
+    let o = lin("attn_output")?.pack()?;
     let gate_up = FusedLinear::new(vec![lin("ffn_gate")?, lin("ffn_up")?])?;
-    let down = lin("ffn_down")?;
+    let down = lin("ffn_down")?.pack()?;
     let mut norm = |t: &str| src.f32_vec(&name(t));
     Ok(Layer {
         attn_norm: norm("attn_norm")?,

@@ -75,6 +75,11 @@ proptest! {
         }
         let got = q8_0_matmul(&x, m, k, &w, n).unwrap();
         prop_assert_eq!(bits(&got), bits(&want));
+        if PackedQ8_0::available() {
+            let packed = PackedQ8_0::new(&w, n, k).unwrap();
+            let got = packed.matmul(&RayonRunner, &x, m).unwrap();
+            prop_assert_eq!(bits(&got), bits(&want), "packed m={} n={} k={}", m, n, k);
+        }
     }
 }
 
@@ -170,6 +175,28 @@ fn row_quantization_matches_the_block_rule() {
             "block {b}"
         );
     }
+}
+
+/// A packed row reads back as `d · q` of its GGUF blocks (the embedding lookup).
+#[test]
+fn packed_rows_read_back_exactly() {
+    let (n, k) = (37, 96);
+    let (_, w) = fixture(1, n, k, 7);
+    let packed = PackedQ8_0::new(&w, n, k).unwrap();
+    let mut row = vec![0.0f32; k];
+    for r in [0, 15, 16, 36] {
+        packed.row_into(r, &mut row).unwrap();
+        let want: Vec<f32> = w[r * 3 * Q8_0_BLOCK_BYTES..(r + 1) * 3 * Q8_0_BLOCK_BYTES]
+            .chunks_exact(Q8_0_BLOCK_BYTES)
+            .flat_map(|b| {
+                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                b[2..].iter().map(move |&q| d * f32::from(q as i8))
+            })
+            .collect();
+        assert_eq!(row, want, "row {r}");
+    }
+    assert!(packed.row_into(37, &mut row).is_err());
+    assert!(packed.row_into(0, &mut row[..5]).is_err());
 }
 
 #[test]
