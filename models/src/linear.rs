@@ -50,8 +50,8 @@ impl QLinear {
     /// The greedy outputs of the real model still equal llama.cpp's (`tests/real_model.rs`).
     /// (Q5_0 maps onto Q8_0 losslessly too — same scale, `q − 16` — but that tried variant
     /// flipped a near-tie in those reference continuations, so it is not used.) The cost is
-    /// memory traffic: 8.5 bits per weight instead of 5.5 / 4.5 / 6.6 (+38 MB for the default
-    /// model), which bounds batch-1 decode (see the README's kernel section).
+    /// memory traffic: 8.5 bits per weight instead of 5.5 / 4.5 / 6.6 (+38 MB per token for
+    /// the default model), which batch-1 decode still more than makes up (README, numbers).
     pub fn from_qtensor(weight: QTensor) -> Result<Self, ModelError> {
         if !matches!(weight.device(), Device::Cpu) {
             return Self::from_arc(Arc::new(weight));

@@ -1,5 +1,7 @@
 //! Batched Q8_0 matmul `y[m, n] = x[m, k] · W[n, k]ᵀ` over GGUF Q8_0 weight bytes: shape
-//! checks, SIMD path selection, and the split of weight rows into rayon tasks.
+//! checks, SIMD path selection, and the split of weight rows into rayon tasks. `PackedQ8_0`
+//! (in `packed`) is the same product on weights repacked at load, which the model uses where
+//! the CPU has AVX-512 VNNI.
 //!
 //! Every output `(i, j)` is computed the same way whatever `m` is: activation row `i` is
 //! quantized on its own to Q8_0-style blocks (f32 scale), then for each block in order an exact
@@ -9,7 +11,6 @@
 
 mod avx2;
 mod avx512;
-mod narrow;
 mod packed;
 mod quant;
 mod scalar;

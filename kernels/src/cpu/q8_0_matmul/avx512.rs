@@ -9,7 +9,6 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::narrow::{self, NARROW_MAX_M, NARROW_ROWS};
 use super::quant::{GroupPrep, QuantizedActs, CHUNKS, CHUNK_BYTES, LANES};
 use super::{GROUP_ROWS, Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
 
@@ -26,7 +25,6 @@ pub(super) fn available() -> bool {
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -49,24 +47,13 @@ pub(super) fn run_task(_: &[u8], _: usize, _: &QuantizedActs, _: &mut [&mut [f32
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 fn task(w: &[u8], rows: usize, acts: &QuantizedActs, out: &mut [&mut [f32]]) {
     let nb = acts.nb;
     let row_bytes = nb * Q8_0_BLOCK_BYTES;
     let mut prep = GroupPrep::new(GROUP_ROWS, nb);
     let mut j = 0;
     while j < rows {
-        if acts.m <= NARROW_MAX_M && rows - j >= NARROW_ROWS {
-            prefetch_ahead(
-                w,
-                (j + 2 * NARROW_ROWS) * row_bytes,
-                NARROW_ROWS * row_bytes,
-            );
-            // SAFETY: this function's own features include everything `group` needs.
-            unsafe { narrow::group(&w[j * row_bytes..], acts, out, j) };
-            j += NARROW_ROWS;
-            continue;
-        }
         let g = GROUP_ROWS.min(rows - j);
         let w_group = &w[j * row_bytes..(j + g) * row_bytes];
         prefetch_ahead(w, (j + PREFETCH_ROWS) * row_bytes, g * row_bytes);
