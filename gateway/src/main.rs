@@ -109,6 +109,10 @@ fn main() -> anyhow::Result<()> {
             threads
         };
     }
+    // The step's kernels run on candle's barrier pool (models/src/pool.rs), which sizes
+    // itself from this variable when first used; set it here, before any thread exists, so
+    // `engine.threads` / `--threads` bound the model's threads on both pools.
+    std::env::set_var("CANDLE_NUM_THREADS", config.engine.threads.to_string());
     rayon::ThreadPoolBuilder::new()
         .num_threads(config.engine.threads)
         .build_global()
