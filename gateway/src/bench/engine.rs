@@ -184,7 +184,7 @@ fn measure_decode(
         step_profile.step(s.duration, all_decode);
         Vec::new()
     })?;
-    let profiled = profile_enabled_then(|| step_profile.ms_per_step());
+    let profiled = profile::is_enabled().then(|| step_profile.ms_per_step());
     let secs = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
     Ok(DecodeResult {
         batch,
@@ -193,10 +193,6 @@ fn measure_decode(
         steps,
         profile_ms_per_step: profiled,
     })
-}
-
-fn profile_enabled_then<T>(f: impl FnOnce() -> T) -> Option<T> {
-    profile::is_enabled().then(f)
 }
 
 /// Sums the profile counters' growth over the steps that are measured, skipping the others
