@@ -11,6 +11,7 @@ use crate::api::ApiConfig;
 use crate::engine::{Priority, StepBudget};
 use crate::grid::auth::Credentials;
 use crate::grid::config::{hashes, RawGrid};
+use crate::grid::openadr::{OpenAdrConfig, RawOpenAdr};
 use crate::grid::GridConfig;
 use crate::power::controller::{ControllerConfig, RawControllerConfig};
 use crate::power::CpuScope;
@@ -25,6 +26,7 @@ struct RawConfig {
     power: RawPower,
     controller: RawControllerConfig,
     grid: RawGrid,
+    openadr: RawOpenAdr,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +179,7 @@ pub struct Config {
     pub power: PowerConfig,
     pub controller: ControllerConfig,
     pub grid: GridConfig,
+    pub openadr: OpenAdrConfig,
     /// Token hashes from the file; `GRIDSERVE_OPERATOR_TOKEN` / `GRIDSERVE_API_KEY` are added
     /// when serving (`Credentials::with_env`), so parsing never depends on the environment.
     pub credentials: Credentials,
@@ -240,11 +243,13 @@ impl RawConfig {
             &self.grid.operator_token_sha256,
         )?;
         let grid = self.grid.validate(base)?;
+        let openadr = self.openadr.validate(base)?;
         Ok(Config {
             server,
             power,
             controller,
             grid,
+            openadr,
             credentials: Credentials::new(operator, api_keys).with_api_key_tiers(tiers),
             model: ModelConfig {
                 path: base.join(&self.model.path),

@@ -32,4 +32,7 @@ pub enum GatewayError {
     /// The grid store (SQLite) failed: it cannot be opened, written or read.
     #[error("grid store: {0}")]
     Store(String),
+    /// The OpenADR VEN could not start (client set-up) or talk to its VTN.
+    #[error("openadr: {0}")]
+    OpenAdr(String),
 }

@@ -33,6 +33,12 @@ pub const TIER_REJECTIONS: &str = "gridserve_tier_rejections_total";
 pub const POWER_WATTS: &str = "gridserve_power_watts";
 pub const SM_CLOCK_HERTZ: &str = "gridserve_sm_clock_hertz";
 pub const POWER_LIMIT_WATTS: &str = "gridserve_power_limit_watts";
+pub const GRID_CAP_WATTS: &str = "gridserve_grid_cap_watts";
+pub const OPENADR_LINK_UP: &str = "gridserve_openadr_link_up";
+pub const OPENADR_POLLS: &str = "gridserve_openadr_polls_total";
+pub const OPENADR_EVENTS: &str = "gridserve_openadr_events";
+pub const OPENADR_REPORTS: &str = "gridserve_openadr_reports_total";
+pub const OPENADR_SAFE_LIMIT: &str = "gridserve_openadr_safe_limit_engaged";
 
 // vLLM's bucket boundaries (vllm/v1/metrics/loggers.py), so histograms line up.
 const TTFT_BUCKETS: &[f64] = &[
@@ -181,6 +187,32 @@ fn describe() {
     );
     describe_gauge!(SM_CLOCK_HERTZ, "Current SM clock per GPU.");
     describe_gauge!(POWER_LIMIT_WATTS, "Enforced power limit per GPU.");
+    describe_gauge!(
+        GRID_CAP_WATTS,
+        "The grid cap the controller follows now (absent while unbounded)."
+    );
+    describe_gauge!(
+        OPENADR_LINK_UP,
+        "1 while the last poll of the OpenADR VTN succeeded, else 0."
+    );
+    describe_counter!(
+        OPENADR_POLLS,
+        Unit::Count,
+        "Polls of the OpenADR VTN, by result (ok, error)."
+    );
+    describe_gauge!(
+        OPENADR_EVENTS,
+        "OpenADR events seen at the last poll, by state (followed, refused)."
+    );
+    describe_counter!(
+        OPENADR_REPORTS,
+        Unit::Count,
+        "Reports sent to the OpenADR VTN, by result (ok, error)."
+    );
+    describe_gauge!(
+        OPENADR_SAFE_LIMIT,
+        "1 while the comms-loss safe limit is in the envelope store, else 0."
+    );
     describe_counter!(
         HTTP_REQUESTS,
         Unit::Count,

@@ -17,6 +17,7 @@ use crate::api::{self, ApiConfig, AppState, ReadyModel};
 use crate::config::Config;
 use crate::engine::{spawn_metered_engine, EnginePolicy, EngineThread, StepBudget, StepMeter};
 use crate::grid::auth::Credentials;
+use crate::grid::openadr::OpenAdrConfig;
 use crate::grid::{GridConfig, GridFeeds, GridState};
 use crate::power::controller::ControllerConfig;
 use crate::power::PowerMonitor;
@@ -46,6 +47,8 @@ pub struct ServeOptions {
     /// Accepted operator tokens and API keys.
     pub credentials: Credentials,
     pub controller: ControllerConfig,
+    /// The OpenADR VEN (`None`: off).
+    pub openadr: Option<OpenAdrConfig>,
 }
 
 impl ServeOptions {
@@ -58,6 +61,7 @@ impl ServeOptions {
             grid: config.grid.clone(),
             credentials: config.credentials.clone().with_env(),
             controller: config.controller.clone(),
+            openadr: config.openadr.enabled.then(|| config.openadr.clone()),
         }
     }
 }
@@ -99,12 +103,14 @@ pub async fn run(
     let (grid, feeds) = tokio::task::spawn_blocking(move || GridState::open(grid_config))
         .await
         .map_err(|e| GatewayError::Store(format!("opening the grid store: {e}")))??;
-    let state = AppState::new(
-        opts.api.clone(),
-        crate::metrics::install(),
-        grid,
-        opts.credentials.clone(),
-    );
+    let metrics = crate::metrics::install();
+    // The VEN follows the VTN from the start (before the model is loaded): the grid's
+    // commitments do not wait for the model. A VEN that cannot start stops the server.
+    let _ven = match &opts.openadr {
+        Some(c) => Some(crate::grid::openadr::spawn(c.clone(), grid.clone())?),
+        None => None,
+    };
+    let state = AppState::new(opts.api.clone(), metrics, grid, opts.credentials.clone());
     let engine_thread: Arc<Mutex<Option<EngineThread>>> = Arc::default();
     let monitor: Arc<Mutex<Option<PowerMonitor>>> = Arc::default();
     let (load_failed_tx, load_failed_rx) = tokio::sync::oneshot::channel::<GatewayError>();

@@ -52,6 +52,7 @@ async fn request_energies_add_up_to_the_measured_total() {
         grid: common::grid_config(data.path()),
         credentials: Default::default(),
         controller: common::controller_config(),
+        openadr: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let load = move || {

@@ -508,6 +508,7 @@ async fn run_on(
         },
         credentials: credentials(),
         controller: common::controller_config(),
+        openadr: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let load = || Ok(common::model_parts(Duration::ZERO));
@@ -588,6 +589,7 @@ async fn an_unwritable_data_dir_stops_the_server_before_it_serves() {
         grid: grid_config(&file.join("data")),
         credentials: credentials(),
         controller: common::controller_config(),
+        openadr: None,
     };
     let load = || Ok(common::model_parts(Duration::ZERO));
     let run = gridserve::server::run(listener, opts, load, std::future::pending());

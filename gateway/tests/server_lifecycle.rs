@@ -36,6 +36,7 @@ async fn serve(drain: Duration, load_delay: Duration, step_delay: Duration) -> R
         grid: common::grid_config(data.path()),
         credentials: Default::default(),
         controller: common::controller_config(),
+        openadr: None,
     };
     let load = move || {
         std::thread::sleep(load_delay);
@@ -201,6 +202,7 @@ async fn a_model_that_fails_to_load_ends_the_server_with_its_error() {
         grid: common::grid_config(data.path()),
         credentials: Default::default(),
         controller: common::controller_config(),
+        openadr: None,
     };
     let load = || Err(GatewayError::Config("no such model file".into()));
     let out = tokio::time::timeout(

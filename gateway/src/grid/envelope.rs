@@ -12,25 +12,29 @@ pub const MAX_RAMP_SECONDS: f64 = 86_400.0;
 pub const MAX_INTERVALS: usize = 1_000;
 const MAX_ID_LEN: usize = 128;
 
-/// Who created an envelope: an operator over REST, or an OpenADR event (by event id).
+/// Who created an envelope: an operator over REST, an OpenADR event (by event id), or the
+/// VEN's comms-loss safe limit (in force while the VTN is unreachable).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
     Rest,
     OpenAdr(String),
+    OpenAdrCommsLoss,
 }
 
 impl Origin {
-    /// `rest` or `openadr:<event id>`, as stored and as shown in the API.
+    /// `rest`, `openadr:<event id>` or `openadr-comms-loss`, as stored and as shown in the API.
     pub fn as_string(&self) -> String {
         match self {
             Origin::Rest => "rest".into(),
             Origin::OpenAdr(event) => format!("openadr:{event}"),
+            Origin::OpenAdrCommsLoss => "openadr-comms-loss".into(),
         }
     }
 
     pub fn parse(text: &str) -> Option<Origin> {
         match text.split_once(':') {
             None if text == "rest" => Some(Origin::Rest),
+            None if text == "openadr-comms-loss" => Some(Origin::OpenAdrCommsLoss),
             Some(("openadr", event)) if !event.is_empty() => {
                 Some(Origin::OpenAdr(event.to_owned()))
             }
@@ -182,7 +186,7 @@ mod tests {
 
     #[test]
     fn origin_round_trips() {
-        for o in [Origin::Rest, Origin::OpenAdr("evt-7".into())] {
+        for o in [Origin::Rest, Origin::OpenAdr("evt-7".into()), Origin::OpenAdrCommsLoss] {
             assert_eq!(Origin::parse(&o.as_string()), Some(o));
         }
         assert_eq!(Origin::parse("openadr:"), None);

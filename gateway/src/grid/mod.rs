@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod envelope;
+pub mod openadr;
 pub mod request;
 pub mod schedule;
 pub mod status;
@@ -77,6 +78,8 @@ struct Inner {
     window: Arc<FollowedPower>,
     operating_point: watch::Receiver<Option<Decision>>,
     compliance: watch::Receiver<Option<Compliance>>,
+    /// The OpenADR VEN's last published status (`None`: the VEN is off).
+    openadr: std::sync::RwLock<Option<openadr::VenStatus>>,
 }
 
 pub fn now_unix() -> f64 {
@@ -107,6 +110,7 @@ impl GridState {
                 window,
                 operating_point,
                 compliance,
+                openadr: std::sync::RwLock::new(None),
             }),
         };
         let now = now_unix();
@@ -177,12 +181,33 @@ impl GridState {
         (schedule.cap_at(now), schedule.next_change_after(now))
     }
 
+    /// The power monitor's samples (the VEN measures report intervals from them).
+    pub fn power_feed(&self) -> watch::Receiver<Option<PowerSample>> {
+        self.inner.power.clone()
+    }
+
+    pub fn set_openadr_status(&self, status: openadr::VenStatus) {
+        if let Ok(mut slot) = self.inner.openadr.write() {
+            *slot = Some(status);
+        }
+    }
+
+    /// Where the winning envelope came from (`rest`, `openadr:<event>`, …).
+    fn origin_of(&self, envelope_id: &str) -> Option<Origin> {
+        let live = self.inner.live.borrow();
+        live.iter()
+            .find(|e| e.id == envelope_id)
+            .map(|e| e.origin.clone())
+    }
+
     /// The `GET /v1/grid/status` document.
     pub fn status(&self, now: f64) -> Value {
         let (cap, next) = self.cap_at(now);
         let sample = self.inner.power.borrow().clone();
         let operating_point = self.inner.operating_point.borrow().clone();
         let compliance = self.inner.compliance.borrow().clone();
+        let origin = cap.envelope_id.as_deref().and_then(|id| self.origin_of(id));
+        let openadr = self.inner.openadr.read().ok().and_then(|s| s.clone());
         StatusInputs {
             at_unix: now,
             cap: &cap,
@@ -192,6 +217,8 @@ impl GridState {
             average_watts: self.inner.window.average(),
             operating_point: operating_point.as_ref(),
             compliance: compliance.as_ref(),
+            origin: origin.as_ref(),
+            openadr: openadr.as_ref(),
         }
         .document()
     }

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::envelope::Origin;
+use super::openadr::VenStatus;
 use super::schedule::{CapNow, NextChange};
 use crate::power::controller::{Decision, PowerWindow};
 use crate::power::PowerSample;
@@ -82,6 +84,10 @@ pub struct StatusInputs<'a> {
     pub average_watts: Option<f64>,
     pub operating_point: Option<&'a Decision>,
     pub compliance: Option<&'a Compliance>,
+    /// Where the winning envelope came from.
+    pub origin: Option<&'a Origin>,
+    /// The OpenADR VEN, when it runs.
+    pub openadr: Option<&'a VenStatus>,
 }
 
 impl StatusInputs<'_> {
@@ -98,6 +104,15 @@ impl StatusInputs<'_> {
                                 "sm_clock_mhz": d.sm_clock_mhz, "power_limit_watts": d.power_limit_watts}))
                 .collect()
         });
+        let openadr = self.openadr.map(|v| {
+            let mut doc = serde_json::to_value(v).unwrap_or(Value::Null);
+            // Which event drives the cap now (null: none of the VTN's does).
+            doc["driving_event_id"] = match self.origin {
+                Some(Origin::OpenAdr(event)) => json!(event),
+                _ => Value::Null,
+            };
+            doc
+        });
         json!({
             "object": "grid.status",
             "at": self.at_unix,
@@ -105,6 +120,7 @@ impl StatusInputs<'_> {
                 "watts": self.cap.cap_watts,
                 "target_watts": self.cap.target_watts,
                 "envelope_id": self.cap.envelope_id,
+                "origin": self.origin,
                 "ramping": self.cap.ramping,
                 "ramp_ends_at": self.cap.ramp_ends_at,
                 "default_watts": self.default_cap,
@@ -121,6 +137,7 @@ impl StatusInputs<'_> {
             "headroom_watts": headroom,
             "operating_point": self.operating_point,
             "compliance": self.compliance,
+            "openadr": openadr,
         })
     }
 }
@@ -158,6 +175,8 @@ mod tests {
             average_watts: None,
             operating_point: None,
             compliance: None,
+            origin: None,
+            openadr: None,
         }
         .document();
         for pointer in [
@@ -168,6 +187,8 @@ mod tests {
             "/operating_point",
             "/compliance",
             "/next_change",
+            "/cap/origin",
+            "/openadr",
         ] {
             assert_eq!(doc.pointer(pointer), Some(&Value::Null), "{pointer}");
         }

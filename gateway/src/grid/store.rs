@@ -107,27 +107,27 @@ impl Store {
     /// Stores a new envelope and audits it; `EnvelopeExists` if the id is taken (even by a
     /// cancelled one: ids are never reused, so the audit log stays unambiguous).
     pub fn insert(&self, e: &Envelope, actor: &str, at: f64) -> Result<(), GatewayError> {
-        let intervals = serde_json::to_string(&e.intervals)
-            .map_err(|err| GatewayError::Store(format!("encoding intervals: {err}")))?;
+        self.replace(&[], std::slice::from_ref(e), actor, at)
+    }
+
+    /// Cancels the envelopes `cancel` (those still live) and stores `insert`, in one
+    /// transaction: an OpenADR event that changes replaces exactly its envelopes, and a crash
+    /// leaves either the old schedule or the new one, never neither.
+    pub fn replace(
+        &self,
+        cancel: &[String],
+        insert: &[Envelope],
+        actor: &str,
+        at: f64,
+    ) -> Result<(), GatewayError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db_err)?;
-        let taken: bool = tx
-            .query_row("SELECT 1 FROM envelopes WHERE id = ?1", [&e.id], |_| {
-                Ok(true)
-            })
-            .optional()
-            .map_err(db_err)?
-            .is_some();
-        if taken {
-            return Err(GatewayError::EnvelopeExists(e.id.clone()));
+        for id in cancel {
+            cancel_in(&tx, id, actor, at)?;
         }
-        tx.execute(
-            "INSERT INTO envelopes (id, origin, priority, ramp_seconds, start, end_at, intervals, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![e.id, e.origin.as_string(), e.priority, e.ramp_seconds, e.start(), e.end(), intervals, e.created_at],
-        )
-        .map_err(db_err)?;
-        audit(&tx, at, "create", &e.id, actor, &intervals)?;
+        for e in insert {
+            insert_in(&tx, e, actor, at)?;
+        }
         tx.commit().map_err(db_err)
     }
 
@@ -136,15 +136,7 @@ impl Store {
     pub fn cancel(&self, id: &str, actor: &str, at: f64) -> Result<Envelope, GatewayError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db_err)?;
-        let changed = tx
-            .execute(
-                "UPDATE envelopes SET cancelled_at = ?2 WHERE id = ?1 AND cancelled_at IS NULL",
-                params![id, at],
-            )
-            .map_err(db_err)?;
-        if changed == 1 {
-            audit(&tx, at, "cancel", id, actor, "")?;
-        }
+        cancel_in(&tx, id, actor, at)?;
         let e = get_in(&tx, id)?.ok_or_else(|| GatewayError::EnvelopeNotFound(id.into()))?;
         tx.commit().map_err(db_err)?;
         Ok(e)
@@ -164,6 +156,15 @@ impl Store {
         self.select(
             "cancelled_at IS NULL AND (end_at IS NULL OR end_at > ?1) ORDER BY created_at, id",
             params![since],
+        )
+    }
+
+    /// Live envelopes (as `live_since`) whose origin starts with `prefix`: what one source
+    /// (e.g. the OpenADR VEN) currently has in force or scheduled.
+    pub fn live_from(&self, prefix: &str, since: f64) -> Result<Vec<Envelope>, GatewayError> {
+        self.select(
+            "cancelled_at IS NULL AND (end_at IS NULL OR end_at > ?1) AND substr(origin, 1, length(?2)) = ?2 ORDER BY created_at, id",
+            params![since, prefix],
         )
     }
 
@@ -210,6 +211,41 @@ impl Store {
         let rows = stmt.query_map(args, read_row).map_err(db_err)?;
         rows.map(|r| r.map_err(db_err).and_then(|e| e)).collect()
     }
+}
+
+fn insert_in(tx: &Connection, e: &Envelope, actor: &str, at: f64) -> Result<(), GatewayError> {
+    let intervals = serde_json::to_string(&e.intervals)
+        .map_err(|err| GatewayError::Store(format!("encoding intervals: {err}")))?;
+    let taken = tx
+        .query_row("SELECT 1 FROM envelopes WHERE id = ?1", [&e.id], |_| Ok(()))
+        .optional()
+        .map_err(db_err)?
+        .is_some();
+    if taken {
+        return Err(GatewayError::EnvelopeExists(e.id.clone()));
+    }
+    tx.execute(
+        "INSERT INTO envelopes (id, origin, priority, ramp_seconds, start, end_at, intervals, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![e.id, e.origin.as_string(), e.priority, e.ramp_seconds, e.start(), e.end(), intervals, e.created_at],
+    )
+    .map_err(db_err)?;
+    audit(tx, at, "create", &e.id, actor, &intervals)
+}
+
+/// Cancels one envelope if it is live; cancelling twice changes nothing and is not audited
+/// again.
+fn cancel_in(tx: &Connection, id: &str, actor: &str, at: f64) -> Result<(), GatewayError> {
+    let changed = tx
+        .execute(
+            "UPDATE envelopes SET cancelled_at = ?2 WHERE id = ?1 AND cancelled_at IS NULL",
+            params![id, at],
+        )
+        .map_err(db_err)?;
+    if changed == 1 {
+        audit(tx, at, "cancel", id, actor, "")?;
+    }
+    Ok(())
 }
 
 fn audit(

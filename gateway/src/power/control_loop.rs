@@ -81,6 +81,9 @@ impl SampleHook for ControlLoop {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if let Some(watts) = cap_now.cap_watts {
+            metrics::gauge!(crate::metrics::GRID_CAP_WATTS).set(watts);
+        }
         let decision = self.controller.tick(now, sample, cap);
         self.log_mode(&decision);
         if let Some(actuator) = self.actuator.as_deref_mut() {
