@@ -186,7 +186,11 @@ mod tests {
 
     #[test]
     fn origin_round_trips() {
-        for o in [Origin::Rest, Origin::OpenAdr("evt-7".into()), Origin::OpenAdrCommsLoss] {
+        for o in [
+            Origin::Rest,
+            Origin::OpenAdr("evt-7".into()),
+            Origin::OpenAdrCommsLoss,
+        ] {
             assert_eq!(Origin::parse(&o.as_string()), Some(o));
         }
         assert_eq!(Origin::parse("openadr:"), None);

@@ -150,19 +150,33 @@ impl RawOpenAdr {
         let client_secret = match (self.client_secret_env, self.client_secret_file) {
             (Some(env), None) if !env.is_empty() => SecretSource::Env(env),
             (None, Some(file)) => SecretSource::File(base.join(file)),
-            _ => return bad("client_secret_env", "set exactly one of client_secret_env and client_secret_file"),
+            _ => {
+                return bad(
+                    "client_secret_env",
+                    "set exactly one of client_secret_env and client_secret_file",
+                )
+            }
         };
         if self.enabled && (self.client_id.is_empty() || self.programs.is_empty()) {
-            return bad("programs", "client_id and at least one program are needed when enabled");
+            return bad(
+                "programs",
+                "client_id and at least one program are needed when enabled",
+            );
         }
         if self.ven_name.is_empty() || self.ven_name.len() > 128 {
             return bad("ven_name", "must be 1 to 128 characters");
         }
-        if self.safe_limit_watts.is_some_and(|w| !(w.is_finite() && w >= 0.0)) {
+        if self
+            .safe_limit_watts
+            .is_some_and(|w| !(w.is_finite() && w >= 0.0))
+        {
             return bad("safe_limit_watts", "must be a number of watts, at least 0");
         }
         let fractions = self.simple_level_fractions;
-        if fractions.iter().any(|f| !(f.is_finite() && (0.0..=1.0).contains(f))) {
+        if fractions
+            .iter()
+            .any(|f| !(f.is_finite() && (0.0..=1.0).contains(f)))
+        {
             return bad("simple_level_fractions", "each must be between 0 and 1");
         }
         Ok(OpenAdrConfig {
@@ -173,10 +187,30 @@ impl RawOpenAdr {
             client_secret,
             programs: self.programs,
             ven_name: self.ven_name,
-            poll_interval: seconds("poll_interval_seconds", self.poll_interval_seconds, 0.1, 86_400.0)?,
-            request_timeout: seconds("request_timeout_seconds", self.request_timeout_seconds, 0.1, 600.0)?,
-            max_backoff: seconds("max_backoff_seconds", self.max_backoff_seconds, 0.1, 86_400.0)?,
-            comms_loss_grace: seconds("comms_loss_grace_seconds", self.comms_loss_grace_seconds, 0.0, 86_400.0)?,
+            poll_interval: seconds(
+                "poll_interval_seconds",
+                self.poll_interval_seconds,
+                0.1,
+                86_400.0,
+            )?,
+            request_timeout: seconds(
+                "request_timeout_seconds",
+                self.request_timeout_seconds,
+                0.1,
+                600.0,
+            )?,
+            max_backoff: seconds(
+                "max_backoff_seconds",
+                self.max_backoff_seconds,
+                0.1,
+                86_400.0,
+            )?,
+            comms_loss_grace: seconds(
+                "comms_loss_grace_seconds",
+                self.comms_loss_grace_seconds,
+                0.0,
+                86_400.0,
+            )?,
             safe_limit_watts: self.safe_limit_watts,
             simple_level_fractions: fractions,
             reports: self.reports,
@@ -219,8 +253,14 @@ open_interval_report_seconds = 900
     fn urls_become_directories_and_the_token_url_defaults_under_the_vtn() {
         let c = raw("client_secret_env = \"S\"").unwrap();
         assert_eq!(c.vtn_url.as_str(), "http://127.0.0.1:3000/openadr3/3.1.0/");
-        assert_eq!(c.vtn_url.join("events").unwrap().path(), "/openadr3/3.1.0/events");
-        assert_eq!(c.token_url.as_str(), "http://127.0.0.1:3000/openadr3/3.1.0/auth/token");
+        assert_eq!(
+            c.vtn_url.join("events").unwrap().path(),
+            "/openadr3/3.1.0/events"
+        );
+        assert_eq!(
+            c.token_url.as_str(),
+            "http://127.0.0.1:3000/openadr3/3.1.0/auth/token"
+        );
         assert_eq!(c.client_secret, SecretSource::Env("S".into()));
     }
 
@@ -230,7 +270,10 @@ open_interval_report_seconds = 900
         let both = "client_secret_env = \"S\"\nclient_secret_file = \"s.txt\"";
         assert!(raw(both).is_err());
         let c = raw("client_secret_file = \"s.txt\"").unwrap();
-        assert_eq!(c.client_secret, SecretSource::File("/etc/gridserve/s.txt".into()));
+        assert_eq!(
+            c.client_secret,
+            SecretSource::File("/etc/gridserve/s.txt".into())
+        );
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
         let missing = SecretSource::Env("GRIDSERVE_TEST_NO_SUCH_VARIABLE".into()).read();
         assert!(matches!(missing, Err(GatewayError::Config(m)) if m.contains("not set")));
@@ -238,7 +281,11 @@ open_interval_report_seconds = 900
 
     #[test]
     fn bad_values_name_their_key() {
-        let err = |extra: &str| raw(&format!("client_secret_env = \"S\"\n{extra}")).unwrap_err().to_string();
+        let err = |extra: &str| {
+            raw(&format!("client_secret_env = \"S\"\n{extra}"))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err("safe_limit_watts = -1").contains("safe_limit_watts"));
         assert!(err("unknown_key = 1").contains("unknown"));
         let fractions = raw("client_secret_env = \"S\"").map(|c| c.simple_level_fractions);

@@ -19,7 +19,9 @@ pub fn seconds_from(d: &WireDuration, start: DateTime<Utc>) -> Result<Option<f64
         return Ok(None);
     }
     if years.fract() != 0.0 || months.fract() != 0.0 {
-        return Err(format!("{text}: fractional years or months are not supported"));
+        return Err(format!(
+            "{text}: fractional years or months are not supported"
+        ));
     }
     let total_months = years * 12.0 + months;
     let Some(shifted) = u32::try_from(total_months as i64)
@@ -29,7 +31,9 @@ pub fn seconds_from(d: &WireDuration, start: DateTime<Utc>) -> Result<Option<f64
         return Ok(None);
     };
     let calendar = (shifted - start).num_milliseconds() as f64 / 1000.0;
-    Ok(Some(calendar + days * 86_400.0 + hours * 3_600.0 + minutes * 60.0 + secs))
+    Ok(Some(
+        calendar + days * 86_400.0 + hours * 3_600.0 + minutes * 60.0 + secs,
+    ))
 }
 
 /// `P{y}Y{m}M{d}DT{h}H{m}M{s}S` as the wire crate prints it (missing parts are 0, `W` weeks
@@ -66,7 +70,9 @@ fn parse(text: &str) -> Option<[f64; 6]> {
             return None;
         }
     }
-    out.iter().all(|v| v.is_finite() && *v >= 0.0).then_some(out)
+    out.iter()
+        .all(|v| v.is_finite() && *v >= 0.0)
+        .then_some(out)
 }
 
 #[cfg(test)]
@@ -95,6 +101,9 @@ mod tests {
         assert_eq!(secs("P9999Y", "0001-01-01T00:00:00Z"), Ok(None));
         assert_eq!(secs("P9999Y", "2026-12-06T00:00:00Z"), Ok(None));
         // Far beyond the calendar: open-ended, not a panic.
-        assert_eq!(secs("P8999Y", "2026-12-06T00:00:00Z").map(|s| s.is_some()), Ok(true));
+        assert_eq!(
+            secs("P8999Y", "2026-12-06T00:00:00Z").map(|s| s.is_some()),
+            Ok(true)
+        );
     }
 }

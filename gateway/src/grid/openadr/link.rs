@@ -79,7 +79,8 @@ impl Link {
             return self.poll_seconds;
         }
         let doublings = (self.consecutive_failures - 1).min(20);
-        let backoff = (self.poll_seconds * f64::from(1u32 << doublings)).min(self.max_backoff_seconds);
+        let backoff =
+            (self.poll_seconds * f64::from(1u32 << doublings)).min(self.max_backoff_seconds);
         backoff * (0.5 + 0.5 * jitter.clamp(0.0, 1.0))
     }
 }
@@ -92,7 +93,11 @@ mod tests {
     fn up_degraded_down_and_back() {
         let mut link = Link::new(100.0, 1.0, 8.0, 5.0);
         assert_eq!(link.state(100.0), LinkState::Connecting);
-        assert_eq!(link.state(105.0), LinkState::Down, "never reached it within the grace");
+        assert_eq!(
+            link.state(105.0),
+            LinkState::Down,
+            "never reached it within the grace"
+        );
         link.success(106.0);
         assert_eq!(link.state(106.0), LinkState::Up);
         link.failure();

@@ -67,7 +67,9 @@ pub struct MappedEvent {
 /// The subscription intervals of an event alone (SIMPLE levels need the subscription of every
 /// event, so it is gathered first).
 pub fn subscription_of(event: &Event, ctx: &MappingContext<'_>) -> Vec<Interval> {
-    map_event(event, ctx).map(|m| m.subscription).unwrap_or_default()
+    map_event(event, ctx)
+        .map(|m| m.subscription)
+        .unwrap_or_default()
 }
 
 /// Maps one event; `Err` says why the event cannot be followed (it is then ignored whole, so
@@ -232,7 +234,9 @@ fn add_payloads(
                 let watts: Vec<f64> = kw.iter().map(|v| v * limit_factor).collect();
                 caps.extend(split(window, &watts)?);
             }
-            EventType::Simple => caps.extend(split(window, &simple_caps(&payload.values, window, ctx)?)?),
+            EventType::Simple => {
+                caps.extend(split(window, &simple_caps(&payload.values, window, ctx)?)?)
+            }
             EventType::ImportCapacitySubscription => {
                 let kw = numbers(&payload.values, "IMPORT_CAPACITY_SUBSCRIPTION")?;
                 let watts: Vec<f64> = kw.iter().map(|v| v * 1_000.0).collect();
@@ -314,7 +318,11 @@ fn split(window: &Window, watts: &[f64]) -> Result<Vec<Interval>, String> {
                 .enumerate()
                 .map(|(i, &w)| Interval {
                     start: window.start + step * i as f64,
-                    end: Some(if i + 1 == n { end } else { window.start + step * (i + 1) as f64 }),
+                    end: Some(if i + 1 == n {
+                        end
+                    } else {
+                        window.start + step * (i + 1) as f64
+                    }),
                     cap_watts: w,
                 })
                 .collect())

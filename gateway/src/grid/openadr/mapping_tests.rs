@@ -45,7 +45,10 @@ fn map(e: &Event) -> Result<MappedEvent, String> {
 }
 
 fn caps(m: &MappedEvent) -> Vec<(f64, Option<f64>, f64)> {
-    m.caps.iter().map(|i| (i.start, i.end, i.cap_watts)).collect()
+    m.caps
+        .iter()
+        .map(|i| (i.start, i.end, i.cap_watts))
+        .collect()
 }
 
 #[test]
@@ -63,7 +66,10 @@ fn two_intervals_follow_each_other_in_the_descriptor_units() {
     let s = t("2026-12-06T13:00:00Z");
     assert_eq!(
         caps(&m),
-        vec![(s, Some(s + 1800.0), 500.0), (s + 1800.0, Some(s + 3600.0), 300.0)]
+        vec![
+            (s, Some(s + 1800.0), 500.0),
+            (s + 1800.0, Some(s + 3600.0), 300.0)
+        ]
     );
     assert_eq!(m.priority, 3);
     assert_eq!(m.reports, vec![ReportKind::Demand, ReportKind::Usage]);
@@ -172,7 +178,9 @@ fn simple_levels_are_fractions_of_the_subscription_and_the_lowest_cap_wins() {
         "intervalPeriod": {"start": "2026-12-06T13:00:00Z", "duration": "PT1H"},
         "intervals": [{"id": 0, "payloads": [{"type": "SIMPLE", "values": [4]}]}],
     }));
-    assert!(map_with(&bad, Some(1000.0), 0.0).unwrap_err().contains("level 0 to 3"));
+    assert!(map_with(&bad, Some(1000.0), 0.0)
+        .unwrap_err()
+        .contains("level 0 to 3"));
 }
 
 #[test]
@@ -210,14 +218,20 @@ fn randomize_start_is_stable_per_ven_and_bounded() {
         simple_level_fractions: [1.0; 4],
         subscription_at: &sub,
     };
-    assert_ne!(map_event(&e, &other_ven).unwrap().caps[0].start, a.caps[0].start);
+    assert_ne!(
+        map_event(&e, &other_ven).unwrap().caps[0].start,
+        a.caps[0].start
+    );
 }
 
 #[test]
 fn events_that_cannot_be_followed_say_why() {
     let cases = [
         (json!({"intervals": []}), "no intervals"),
-        (json!({"intervals": [{"id": 0, "payloads": [limit(json!([1]))]}]}), "no start"),
+        (
+            json!({"intervals": [{"id": 0, "payloads": [limit(json!([1]))]}]}),
+            "no start",
+        ),
         (
             json!({"intervalPeriod": {"start": "2026-12-06T13:00:00Z"},
                    "intervals": [{"id": 0, "payloads": [limit(json!([1]))]}, {"id": 1, "payloads": [limit(json!([1]))]}]}),

@@ -11,6 +11,9 @@ use crate::grid::envelope::{Envelope, Interval, Origin};
 pub const COMMS_LOSS_PRIORITY: i64 = 1 << 40;
 /// The subscription is the default limit: below every event and the safe limit.
 pub const SUBSCRIPTION_PRIORITY: i64 = 1 << 41;
+// Events (u32 priorities) > safe limit > subscription, checked when compiling.
+const _: () =
+    assert!(COMMS_LOSS_PRIORITY > u32::MAX as i64 && SUBSCRIPTION_PRIORITY > COMMS_LOSS_PRIORITY);
 
 /// Cancels and inserts to apply in one store transaction.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -175,9 +178,9 @@ mod tests {
         let envs = envelopes_of(&e, 0.0, 1.0).unwrap();
         assert_eq!(envs.len(), 1);
         assert!(envs[0].id.starts_with("openadr-s-sub-"));
-        assert!(SUBSCRIPTION_PRIORITY > COMMS_LOSS_PRIORITY);
-        assert!(COMMS_LOSS_PRIORITY > i64::from(u32::MAX));
         let overlapping = event("x", &[(0.0, Some(10.0), 1.0), (5.0, Some(20.0), 2.0)]);
-        assert!(envelopes_of(&overlapping, 0.0, 1.0).unwrap_err().contains("overlap"));
+        assert!(envelopes_of(&overlapping, 0.0, 1.0)
+            .unwrap_err()
+            .contains("overlap"));
     }
 }

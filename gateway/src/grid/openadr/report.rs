@@ -91,8 +91,15 @@ fn blank(interval_id: i32, start: f64, end: f64) -> Reading {
 
 impl ReportBook {
     /// Takes the readings that have become due for `events`, and forgets events that are gone.
-    pub fn measure(&mut self, events: &[MappedEvent], history: &EnergyHistory, now: f64, open_window: f64) {
-        self.events.retain(|id, _| events.iter().any(|e| &e.event_id == id));
+    pub fn measure(
+        &mut self,
+        events: &[MappedEvent],
+        history: &EnergyHistory,
+        now: f64,
+        open_window: f64,
+    ) {
+        self.events
+            .retain(|id, _| events.iter().any(|e| &e.event_id == id));
         for event in events.iter().filter(|e| !e.reports.is_empty()) {
             let book = self.events.entry(event.event_id.clone()).or_default();
             for mut r in report_windows(&event.windows, now, open_window) {
@@ -116,7 +123,12 @@ impl ReportBook {
     }
 
     /// Reports with readings the VTN does not have yet.
-    pub fn outgoing(&self, events: &[MappedEvent], ven_name: &str, source: Option<EnergySource>) -> Vec<Outgoing> {
+    pub fn outgoing(
+        &self,
+        events: &[MappedEvent],
+        ven_name: &str,
+        source: Option<EnergySource>,
+    ) -> Vec<Outgoing> {
         events
             .iter()
             .filter_map(|e| {
@@ -210,7 +222,8 @@ fn values(kind: &str, value: f64) -> ValuesMap {
 }
 
 fn period(start: f64, end: f64) -> IntervalPeriod {
-    let at = chrono::DateTime::from_timestamp_millis((start * 1000.0).round() as i64).unwrap_or_default();
+    let at = chrono::DateTime::from_timestamp_millis((start * 1000.0).round() as i64)
+        .unwrap_or_default();
     let millis = ((end - start) * 1000.0).round() as i64;
     let text = if millis % 1000 == 0 {
         format!("PT{}S", millis / 1000)

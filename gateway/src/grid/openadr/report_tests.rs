@@ -64,9 +64,16 @@ fn each_interval_is_read_once_it_is_over_and_sent_until_stored() {
     assert_eq!(book.pending(), 0);
     book.measure(&events, &h, 702.0, 900.0);
     let out = book.outgoing(&events, "ven-a", None);
-    assert_eq!(out[0].report_id.as_deref(), Some("rep-1"), "later readings update it");
+    assert_eq!(
+        out[0].report_id.as_deref(),
+        Some("rep-1"),
+        "later readings update it"
+    );
     let doc = serde_json::to_value(&out[0].request).unwrap();
-    assert_eq!(doc["resources"][0]["intervals"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        doc["resources"][0]["intervals"].as_array().unwrap().len(),
+        2
+    );
 }
 
 #[test]
@@ -77,7 +84,10 @@ fn unmeasured_intervals_and_events_without_report_requests_send_nothing() {
     book.measure(&silent, &h, 500.0, 900.0);
     assert!(book.outgoing(&silent, "v", None).is_empty());
     // Before the history began: skipped, never sent as a made-up number.
-    let early = vec![event(vec![window(0, -5000.0, Some(-4000.0))], vec![ReportKind::Demand])];
+    let early = vec![event(
+        vec![window(0, -5000.0, Some(-4000.0))],
+        vec![ReportKind::Demand],
+    )];
     book.measure(&early, &h, 500.0, 900.0);
     assert!(book.outgoing(&early, "v", None).is_empty());
 }
@@ -97,8 +107,14 @@ fn open_ended_intervals_are_reported_in_windows() {
         .map(|i| i["id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids, vec![3, 4, 5]);
-    assert_eq!(doc["resources"][0]["intervals"][1]["intervalPeriod"]["duration"], "P0Y0M0DT0H0M300S");
+    assert_eq!(
+        doc["resources"][0]["intervals"][1]["intervalPeriod"]["duration"],
+        "P0Y0M0DT0H0M300S"
+    );
     // A measured source: DIRECT_READ, which the 3.1 schema makes the default (so it is omitted).
     let reading_type = &doc["payloadDescriptors"][0]["readingType"];
-    assert!(reading_type.is_null() || reading_type == "DIRECT_READ", "{reading_type}");
+    assert!(
+        reading_type.is_null() || reading_type == "DIRECT_READ",
+        "{reading_type}"
+    );
 }

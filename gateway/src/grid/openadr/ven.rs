@@ -103,7 +103,12 @@ struct Ven {
 }
 
 impl Ven {
-    fn new(config: OpenAdrConfig, grid: GridState, client: Vtn, history: Arc<Mutex<EnergyHistory>>) -> Ven {
+    fn new(
+        config: OpenAdrConfig,
+        grid: GridState,
+        client: Vtn,
+        history: Arc<Mutex<EnergyHistory>>,
+    ) -> Ven {
         let now = now_unix();
         let link = Link::new(
             now,
@@ -124,7 +129,10 @@ impl Ven {
             programs: config
                 .programs
                 .iter()
-                .map(|name| ProgramStatus { name: name.clone(), id: None })
+                .map(|name| ProgramStatus {
+                    name: name.clone(),
+                    id: None,
+                })
                 .collect(),
             events: vec![],
             reports_posted: 0,
@@ -259,7 +267,7 @@ impl Ven {
         self.status.last_success_at = Some(now);
         self.status.last_error = None;
         self.status.programs = polled.programs;
-        let events: Vec<Event> = polled.events.iter().map(|c| wire_event(c)).collect();
+        let events: Vec<Event> = polled.events.iter().map(wire_event).collect();
         let (followed, statuses, wanted) = self.map_all(&events, now);
         let grid = self.grid.clone();
         let applied = blocking(move || {
@@ -292,7 +300,15 @@ impl Ven {
     }
 
     /// Maps every event: followed ones with their envelopes, refused ones with a reason.
-    fn map_all(&mut self, events: &[Event], now: f64) -> (Vec<MappedEvent>, Vec<EventStatus>, Vec<crate::grid::Envelope>) {
+    fn map_all(
+        &mut self,
+        events: &[Event],
+        now: f64,
+    ) -> (
+        Vec<MappedEvent>,
+        Vec<EventStatus>,
+        Vec<crate::grid::Envelope>,
+    ) {
         let no_subscription = |_t: f64| None;
         let mut ctx = MappingContext {
             now,
@@ -300,7 +316,10 @@ impl Ven {
             simple_level_fractions: self.config.simple_level_fractions,
             subscription_at: &no_subscription,
         };
-        self.subscription = events.iter().flat_map(|e| subscription_of(e, &ctx)).collect();
+        self.subscription = events
+            .iter()
+            .flat_map(|e| subscription_of(e, &ctx))
+            .collect();
         let known = self.subscription.clone();
         let fallback = self.grid.config().default_cap();
         let subscription_at = move |t: f64| subscription_in_force(&known, t).or(fallback);
@@ -308,12 +327,14 @@ impl Ven {
         let ramp = self.grid.config().ramp_default_seconds;
         let (mut followed, mut statuses, mut wanted) = (vec![], vec![], vec![]);
         for event in events {
-            let mapped = map_event(event, &ctx).and_then(|m| envelopes_of(&m, ramp, now).map(|e| (m, e)));
+            let mapped =
+                map_event(event, &ctx).and_then(|m| envelopes_of(&m, ramp, now).map(|e| (m, e)));
             let mut status = EventStatus {
                 event_id: event.id.to_string(),
                 program_id: event.content.program_id.to_string(),
                 name: event.content.event_name.clone(),
-                priority: Option::<i64>::from(event.content.priority).unwrap_or(super::mapping::UNSPECIFIED_PRIORITY),
+                priority: Option::<i64>::from(event.content.priority)
+                    .unwrap_or(super::mapping::UNSPECIFIED_PRIORITY),
                 state: "followed",
                 reason: None,
                 ignored_payloads: vec![],
@@ -342,7 +363,8 @@ impl Ven {
 
     /// The safe limit: the lower of the configured one and the subscription in force.
     async fn engage_safe_limit(&mut self, now: f64) {
-        let subscription = subscription_in_force(&self.subscription, now).or(self.grid.config().subscription_watts);
+        let subscription = subscription_in_force(&self.subscription, now)
+            .or(self.grid.config().subscription_watts);
         let cap = match (self.config.safe_limit_watts, subscription) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => match a.or(b) {
@@ -355,9 +377,13 @@ impl Ven {
         let engaged = blocking(move || {
             let live = grid.store().live_from("openadr-comms-loss", now)?;
             if live.is_empty() {
-                grid.store().insert(&comms_loss_envelope(cap, now), "openadr", now)?;
+                grid.store()
+                    .insert(&comms_loss_envelope(cap, now), "openadr", now)?;
                 grid.refresh(now)?;
-                tracing::warn!(cap_watts = cap, "OpenADR: VTN unreachable past the grace period; safe limit in force");
+                tracing::warn!(
+                    cap_watts = cap,
+                    "OpenADR: VTN unreachable past the grace period; safe limit in force"
+                );
             }
             Ok(())
         })
@@ -381,14 +407,21 @@ impl Ven {
         if self.link.state(now) != LinkState::Up {
             return; // kept until the VTN is back
         }
-        for out in self.book.outgoing(&self.followed, &self.config.ven_name, source) {
+        for out in self
+            .book
+            .outgoing(&self.followed, &self.config.ven_name, source)
+        {
             let sent = match self.reports.get_mut(&out.event_id) {
                 Some(report) => {
                     *report.content_mut() = out.request;
                     report.update().await.map(|()| report.id().to_string())
                 }
                 None => {
-                    let Some(event) = self.event_clients.iter().find(|c| c.id().as_str() == out.event_id) else {
+                    let Some(event) = self
+                        .event_clients
+                        .iter()
+                        .find(|c| c.id().as_str() == out.event_id)
+                    else {
                         continue;
                     };
                     match event.create_report(out.request).await {
@@ -423,7 +456,11 @@ impl Ven {
         self.status.reports_failed = self.book.failed;
         self.status.reports_pending = self.book.pending();
         metrics::gauge!(m::OPENADR_LINK_UP).set(if state == LinkState::Up { 1.0 } else { 0.0 });
-        metrics::gauge!(m::OPENADR_SAFE_LIMIT).set(if self.status.safe_limit_engaged { 1.0 } else { 0.0 });
+        metrics::gauge!(m::OPENADR_SAFE_LIMIT).set(if self.status.safe_limit_engaged {
+            1.0
+        } else {
+            0.0
+        });
         self.grid.set_openadr_status(self.status.clone());
     }
 }
@@ -446,7 +483,9 @@ fn subscription_in_force(intervals: &[Interval], t: f64) -> Option<f64> {
         .min_by(f64::total_cmp)
 }
 
-async fn blocking(f: impl FnOnce() -> Result<(), GatewayError> + Send + 'static) -> Result<(), GatewayError> {
+async fn blocking(
+    f: impl FnOnce() -> Result<(), GatewayError> + Send + 'static,
+) -> Result<(), GatewayError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| GatewayError::Store(format!("grid store task failed: {e}")))?
