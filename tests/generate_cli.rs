@@ -48,10 +48,10 @@ fn generate_prints_the_greedy_completion_and_timing() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(out.status.success(), "stderr: {stderr}");
-    assert!(
-        stdout.starts_with(", Paris, is the most visited city in the world."),
-        "stdout: {stdout:?}"
-    );
+    // Greedy output as far as it is the same on every CPU: the next token is a near-tie
+    // (" a" vs " the", 0.025 logits apart) that the SIMD width decides; models/tests/real_model.rs
+    // checks the whole llama.cpp continuation with that tolerance.
+    assert!(stdout.starts_with(", Paris, is "), "stdout: {stdout:?}");
     assert!(
         stderr.contains("prompt 5 tokens") && stderr.contains("tok/s"),
         "stderr: {stderr}"
