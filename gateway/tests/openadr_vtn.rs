@@ -229,6 +229,7 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
     };
     gs.wait_for(&vtn, "event followed", Duration::from_secs(3), is_followed);
     let pickup = seen_at.elapsed();
+    eprintln!("[e2e] event picked up {pickup:?} after the VTN stored it (poll {POLL_SECONDS} s)");
     assert!(
         pickup.as_secs_f64() <= POLL_SECONDS + 1.0,
         "picked up after {pickup:?}"
@@ -347,6 +348,7 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
             .is_some_and(|e| e.len() == 2)
     });
     vtn.stop_vtn();
+    let gone = Instant::now();
     let s = gs.wait_for(&vtn, "link down", Duration::from_secs(8), |s| {
         s["openadr"]["link"] == "down"
     });
@@ -361,6 +363,11 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
     let s = gs.wait_for(&vtn, "safe limit", Duration::from_secs(12), |s| {
         cap(s) == Some(SAFE_LIMIT_WATTS) && s["openadr"]["safe_limit_engaged"] == true
     });
+    eprintln!(
+        "[e2e] safe limit {:?} after the VTN went away (grace 3 s, the known interval ended at {:.1} s)",
+        gone.elapsed(),
+        t3 + 8.0 - (now() - gone.elapsed().as_secs_f64())
+    );
     assert_eq!(s["cap"]["origin"], "openadr-comms-loss");
     assert_eq!(s["openadr"]["safe_limit_engaged"], true);
     assert!(s["openadr"]["last_error"].is_string());
@@ -382,9 +389,14 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
 
     vtn.sql(&format!("DELETE FROM event WHERE id = '{later_id}'"));
     vtn.start_vtn();
+    let back = Instant::now();
     let s = gs.wait_for(&vtn, "recovered", Duration::from_secs(10), |s| {
         s["openadr"]["link"] == "up" && s["openadr"]["safe_limit_engaged"] == false
     });
+    eprintln!(
+        "[e2e] reconciled {:?} after the VTN answered again (backoff cap 2 s)",
+        back.elapsed()
+    );
     assert_eq!(cap(&s), default_cap);
     let stale: Vec<Value> = gs
         .envelopes()

@@ -70,8 +70,10 @@ fn same_schedule(a: &Envelope, b: &Envelope) -> bool {
 
 /// `stored`: the live envelopes from OpenADR (any origin starting with `openadr`). Stored
 /// envelopes that match what is wanted stay untouched (no churn on every poll); schedules
-/// already over are not inserted.
-pub fn plan(wanted: &[Envelope], stored: &[Envelope], now: f64) -> Plan {
+/// already over are not inserted. Envelopes of the `refused` events (still on the VTN, but
+/// changed into something that cannot be followed) are kept: the last schedule that could be
+/// followed is safer for the grid than none.
+pub fn plan(wanted: &[Envelope], stored: &[Envelope], refused: &[String], now: f64) -> Plan {
     let slot_of = |e: &Envelope| e.id.rsplit_once('-').map(|(s, _)| s.to_owned());
     let mut result = Plan::default();
     for w in wanted {
@@ -90,7 +92,8 @@ pub fn plan(wanted: &[Envelope], stored: &[Envelope], now: f64) -> Plan {
     }
     for s in stored {
         let wanted_slot = wanted.iter().any(|w| slot_of(w) == slot_of(s));
-        if matches!(s.origin, Origin::OpenAdr(_)) && !wanted_slot {
+        let kept = matches!(&s.origin, Origin::OpenAdr(event) if refused.contains(event));
+        if matches!(s.origin, Origin::OpenAdr(_)) && !wanted_slot && !kept {
             result.cancel.push(s.id.clone());
         }
     }
@@ -148,23 +151,26 @@ mod tests {
         let again_a = envelopes_of(&event("a", &[(10.0, Some(20.0), 500.0)]), 0.0, 5.0).unwrap();
         let again_b = envelopes_of(&event("b", &[(10.0, None, 300.0)]), 0.0, 5.0).unwrap();
         let same: Vec<Envelope> = again_a.iter().chain(&again_b).cloned().collect();
-        assert!(plan(&same, &stored, 5.0).is_empty());
+        assert!(plan(&same, &stored, &[], 5.0).is_empty());
         // Event a changes its cap, event b is deleted.
         let changed = envelopes_of(&event("a", &[(10.0, Some(20.0), 400.0)]), 0.0, 6.0).unwrap();
-        let p = plan(&changed, &stored, 6.0);
+        let p = plan(&changed, &stored, &[], 6.0);
         assert_eq!(p.cancel, vec![a[0].id.clone(), b[0].id.clone()]);
         assert_eq!(p.insert.len(), 1);
         assert_eq!(p.insert[0].intervals[0].cap_watts, 400.0);
         assert_ne!(p.insert[0].id, a[0].id, "a replacement gets a new id");
         assert_eq!(p.insert[0].origin, Origin::OpenAdr("a".into()));
+        // Event b changed into something that cannot be followed: its last schedule stays.
+        let kept = plan(&changed, &stored, &["b".to_string()], 6.0);
+        assert_eq!(kept.cancel, vec![a[0].id.clone()]);
     }
 
     #[test]
     fn past_schedules_are_not_inserted_and_the_safe_limit_is_left_alone() {
         let over = envelopes_of(&event("old", &[(1.0, Some(2.0), 100.0)]), 0.0, 50.0).unwrap();
-        assert!(plan(&over, &[], 50.0).is_empty());
+        assert!(plan(&over, &[], &[], 50.0).is_empty());
         let safe = comms_loss_envelope(250.0, 40.0);
-        assert!(plan(&[], &[safe], 50.0).is_empty());
+        assert!(plan(&[], &[safe], &[], 50.0).is_empty());
     }
 
     #[test]

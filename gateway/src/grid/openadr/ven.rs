@@ -269,10 +269,15 @@ impl Ven {
         self.status.programs = polled.programs;
         let events: Vec<Event> = polled.events.iter().map(wire_event).collect();
         let (followed, statuses, wanted) = self.map_all(&events, now);
+        let refused: Vec<String> = statuses
+            .iter()
+            .filter(|s| s.state == "refused")
+            .map(|s| s.event_id.clone())
+            .collect();
         let grid = self.grid.clone();
         let applied = blocking(move || {
             let stored = grid.store().live_from("openadr", now)?;
-            let mut p = plan(&wanted, &stored, now);
+            let mut p = plan(&wanted, &stored, &refused, now);
             // The link is up: the comms-loss safe limit goes.
             p.cancel.extend(
                 stored
@@ -414,7 +419,12 @@ impl Ven {
             let sent = match self.reports.get_mut(&out.event_id) {
                 Some(report) => {
                     *report.content_mut() = out.request;
-                    report.update().await.map(|()| report.id().to_string())
+                    let updated = report.update().await.map(|()| report.id().to_string());
+                    if updated.as_ref().is_err_and(|e| e.is_not_found()) {
+                        // Deleted on the VTN: the next round creates it again, whole.
+                        self.reports.remove(&out.event_id);
+                    }
+                    updated
                 }
                 None => {
                     let Some(event) = self
