@@ -185,40 +185,75 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
         return;
     }
     let started = Instant::now();
-    let mut vtn = Vtn::start();
-    let program_id = vtn.create_program(PROGRAM);
-    let config = config_for(&vtn);
-    let config_arg = config.path().to_str().unwrap();
-    let envs = [
-        ("GRIDSERVE_OPERATOR_TOKEN", OPERATOR),
-        ("E2E_OPENADR_SECRET", vtn.ven_client_secret()),
-        ("RUST_LOG", "info"),
-    ];
-    let mut server = Server::start(
-        &[
+    let mut scene = Scene::start();
+    eprintln!(
+        "[e2e] VTN + gridserve up after {:?}; default cap {:?}",
+        started.elapsed(),
+        scene.default_cap
+    );
+    let id = follows_and_enforces_a_two_interval_event(&scene);
+    reports_both_intervals(&scene, &id);
+    follows_a_modification_then_a_deletion(&scene, &id);
+    rides_out_the_vtn_going_away(&mut scene);
+    let vens = scene.vtn.vens();
+    assert!(
+        vens.iter().any(|v| v["venName"] == "gridserve-e2e-ven"),
+        "the VEN registered itself: {vens:?}"
+    );
+    eprintln!("[e2e] done in {:?}", started.elapsed());
+}
+
+/// The VTN with the test's program, and gridserve following it.
+struct Scene {
+    vtn: Vtn,
+    gs: Gridserve,
+    program_id: String,
+    /// The cap with no event in force.
+    default_cap: Option<f64>,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Scene {
+    fn start() -> Scene {
+        let vtn = Vtn::start();
+        let program_id = vtn.create_program(PROGRAM);
+        let config = config_for(&vtn);
+        let config_arg = config.path().to_str().unwrap().to_owned();
+        let envs = [
+            ("GRIDSERVE_OPERATOR_TOKEN", OPERATOR),
+            ("E2E_OPENADR_SECRET", vtn.ven_client_secret()),
+            ("RUST_LOG", "info"),
+        ];
+        let args = [
             "--config",
-            config_arg,
+            &config_arg,
             "--power",
             "twin:h100",
             "--threads",
             "1",
-        ],
-        &envs,
-    );
-    server.wait_ready();
-    let gs = Gridserve { server };
-    let up = gs.wait_for(&vtn, "link up", Duration::from_secs(10), |s| {
-        s["openadr"]["link"] == "up"
-    });
-    let default_cap = cap(&up);
-    eprintln!(
-        "[e2e] VTN + gridserve up after {:?}; default cap {default_cap:?}",
-        started.elapsed()
-    );
+        ];
+        let mut server = Server::start(&args, &envs);
+        server.wait_ready();
+        let gs = Gridserve { server };
+        let up = gs.wait_for(&vtn, "link up", Duration::from_secs(10), |s| {
+            s["openadr"]["link"] == "up"
+        });
+        Scene {
+            default_cap: cap(&up),
+            vtn,
+            gs,
+            program_id,
+            _config: config,
+        }
+    }
+}
 
-    // 1. A two-interval schedule starting in 3 s: picked up within a poll.
+/// A two-interval schedule starting in 3 s: picked up within a poll, each cap in force in its
+/// interval with the controller aiming under it. Returns the event id.
+fn follows_and_enforces_a_two_interval_event(scene: &Scene) -> String {
+    let (vtn, gs, program_id) = (&scene.vtn, &scene.gs, &scene.program_id);
     let t0 = now() + 3.0;
-    let created = vtn.create_event(event(&program_id, "two-step", t0, 6, &[0.5, 0.3]));
+    let created = vtn.create_event(event(program_id, "two-step", t0, 6, &[0.5, 0.3]));
     let id = created["id"].as_str().expect("event id").to_owned();
     let seen_at = Instant::now();
     let is_followed = |s: &Value| {
@@ -227,7 +262,7 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
                 .any(|e| e["event_id"] == id.as_str() && e["state"] == "followed")
         })
     };
-    gs.wait_for(&vtn, "event followed", Duration::from_secs(3), is_followed);
+    gs.wait_for(vtn, "event followed", Duration::from_secs(3), is_followed);
     let pickup = seen_at.elapsed();
     eprintln!("[e2e] event picked up {pickup:?} after the VTN stored it (poll {POLL_SECONDS} s)");
     assert!(
@@ -243,18 +278,17 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
     assert_eq!(ours[0]["intervals"][0]["cap_watts"], 500.0);
     assert_eq!(ours[0]["intervals"][1]["cap_watts"], 300.0);
 
-    // 2. Each cap in force in its interval, with the controller aiming under it.
-    let s = gs.wait_for(&vtn, "first cap", Duration::from_secs(6), |s| {
+    let s = gs.wait_for(vtn, "first cap", Duration::from_secs(6), |s| {
         cap(s) == Some(500.0)
     });
     assert_eq!(driving(&s), Some(id.as_str()));
-    let s = gs.wait_for(&vtn, "second cap", Duration::from_secs(8), |s| {
+    let s = gs.wait_for(vtn, "second cap", Duration::from_secs(8), |s| {
         cap(s) == Some(300.0)
     });
     assert_eq!(driving(&s), Some(id.as_str()));
     // The controller (10 Hz) follows within a few ticks: it aims under the new cap.
     gs.wait_for(
-        &vtn,
+        vtn,
         "controller under the cap",
         Duration::from_secs(2),
         |s| {
@@ -266,10 +300,15 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
     let m = gs.wait_for_metric("gridserve_grid_cap_watts", 300.0);
     assert_eq!(metric(&m, "gridserve_openadr_link_up"), Some(1.0));
 
-    // 3. Reports for both intervals, stored by the VTN, once the schedule is over.
+    id
+}
+
+/// Reports for both intervals, stored by the VTN, once the schedule is over.
+fn reports_both_intervals(scene: &Scene, id: &str) {
+    let (vtn, gs) = (&scene.vtn, &scene.gs);
     let deadline = Instant::now() + Duration::from_secs(15);
     let report = loop {
-        let reports = vtn.reports(&id);
+        let reports = vtn.reports(id);
         let full = reports.iter().find(|r| {
             r["resources"][0]["intervals"]
                 .as_array()
@@ -306,15 +345,19 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
         );
     }
     assert!(metric(&gs.metrics(), "gridserve_openadr_reports_total").unwrap_or(0.0) >= 1.0);
+}
 
-    // 4. The business logic modifies the event: its envelope is replaced, not added to.
-    let mut changed = event(&program_id, "two-step", now() + 1.0, 30, &[0.4]);
+/// The business logic modifies the event (its envelope is replaced, not added to), then
+/// deletes it (the cap goes back to the default).
+fn follows_a_modification_then_a_deletion(scene: &Scene, id: &str) {
+    let (vtn, gs, program_id) = (&scene.vtn, &scene.gs, &scene.program_id);
+    let mut changed = event(program_id, "two-step", now() + 1.0, 30, &[0.4]);
     changed["priority"] = json!(1);
-    vtn.update_event(&id, changed);
-    let s = gs.wait_for(&vtn, "modified cap", Duration::from_secs(5), |s| {
+    vtn.update_event(id, changed);
+    let s = gs.wait_for(vtn, "modified cap", Duration::from_secs(5), |s| {
         cap(s) == Some(400.0)
     });
-    assert_eq!(driving(&s), Some(id.as_str()));
+    assert_eq!(driving(&s), Some(id));
     let live: Vec<Value> = gs
         .envelopes()
         .into_iter()
@@ -323,33 +366,42 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
         .collect();
     assert_eq!(live.len(), 1, "exactly the event's new schedule: {live:?}");
 
-    // 5. ... and deletes it: the cap goes back to the default.
-    vtn.delete_event(&id);
-    let s = gs.wait_for(&vtn, "event removed", Duration::from_secs(5), |s| {
+    vtn.delete_event(id);
+    let s = gs.wait_for(vtn, "event removed", Duration::from_secs(5), |s| {
         driving(s).is_none()
     });
-    assert_eq!(cap(&s), default_cap);
+    assert_eq!(cap(&s), scene.default_cap);
+}
 
-    // 6. The VTN goes away mid-event: the known cap holds until its interval ends, then the
-    //    safe limit; when the VTN is back, the safe limit goes and the reports catch up.
+/// The VTN goes away mid-event: the known cap holds until its interval ends, then the safe
+/// limit; when the VTN is back, what changed meanwhile is reconciled, the safe limit goes and
+/// the reports catch up.
+fn rides_out_the_vtn_going_away(scene: &mut Scene) {
+    let default_cap = scene.default_cap;
+    let Scene {
+        vtn,
+        gs,
+        program_id,
+        ..
+    } = scene;
     let t3 = now() + 1.0;
-    let last = vtn.create_event(event(&program_id, "outage", t3, 8, &[0.45]));
+    let last = vtn.create_event(event(program_id, "outage", t3, 8, &[0.45]));
     let last_id = last["id"].as_str().unwrap().to_owned();
     // A later event, known before the outage and deleted during it: after reconnecting, the
     // VEN must drop it (reconcile), not keep enforcing a stale limit.
-    let later = vtn.create_event(event(&program_id, "stale", t3 + 60.0, 60, &[0.6]));
+    let later = vtn.create_event(event(program_id, "stale", t3 + 60.0, 60, &[0.6]));
     let later_id = later["id"].as_str().unwrap().to_owned();
-    gs.wait_for(&vtn, "outage event cap", Duration::from_secs(5), |s| {
+    gs.wait_for(vtn, "outage event cap", Duration::from_secs(5), |s| {
         cap(s) == Some(450.0)
     });
-    gs.wait_for(&vtn, "later event known", Duration::from_secs(3), |s| {
+    gs.wait_for(vtn, "later event known", Duration::from_secs(3), |s| {
         s["openadr"]["events"]
             .as_array()
             .is_some_and(|e| e.len() == 2)
     });
     vtn.stop_vtn();
     let gone = Instant::now();
-    let s = gs.wait_for(&vtn, "link down", Duration::from_secs(8), |s| {
+    let s = gs.wait_for(vtn, "link down", Duration::from_secs(8), |s| {
         s["openadr"]["link"] == "down"
     });
     if now() < t3 + 7.5 {
@@ -360,7 +412,7 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
         );
     }
     // The cap moves when the store does; the VEN's status follows at the end of its round.
-    let s = gs.wait_for(&vtn, "safe limit", Duration::from_secs(12), |s| {
+    let s = gs.wait_for(vtn, "safe limit", Duration::from_secs(12), |s| {
         cap(s) == Some(SAFE_LIMIT_WATTS) && s["openadr"]["safe_limit_engaged"] == true
     });
     eprintln!(
@@ -390,7 +442,7 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
     vtn.sql(&format!("DELETE FROM event WHERE id = '{later_id}'"));
     vtn.start_vtn();
     let back = Instant::now();
-    let s = gs.wait_for(&vtn, "recovered", Duration::from_secs(10), |s| {
+    let s = gs.wait_for(vtn, "recovered", Duration::from_secs(10), |s| {
         s["openadr"]["link"] == "up" && s["openadr"]["safe_limit_engaged"] == false
     });
     eprintln!(
@@ -415,10 +467,4 @@ fn follows_a_real_vtn_reports_back_and_survives_it_going_away() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    let vens = vtn.vens();
-    assert!(
-        vens.iter().any(|v| v["venName"] == "gridserve-e2e-ven"),
-        "the VEN registered itself: {vens:?}"
-    );
-    eprintln!("[e2e] done in {:?}", started.elapsed());
 }

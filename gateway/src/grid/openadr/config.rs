@@ -137,8 +137,8 @@ fn dir_url(key: &str, text: &str) -> Result<Url, GatewayError> {
 }
 
 impl RawOpenAdr {
-    pub fn validate(self, base: &Path) -> Result<OpenAdrConfig, GatewayError> {
-        let bad = |key: &str, why: &str| Err(GatewayError::Config(format!("openadr.{key}: {why}")));
+    /// The VTN's root and its token endpoint (default: `auth/token` under the root).
+    fn urls(&self) -> Result<(Url, Url), GatewayError> {
         let vtn_url = dir_url("vtn_url", &self.vtn_url)?;
         let token_url = match &self.token_url {
             Some(t) => Url::parse(t)
@@ -147,6 +147,12 @@ impl RawOpenAdr {
                 .join("auth/token")
                 .map_err(|e| GatewayError::Config(format!("openadr.vtn_url: {e}")))?,
         };
+        Ok((vtn_url, token_url))
+    }
+
+    pub fn validate(self, base: &Path) -> Result<OpenAdrConfig, GatewayError> {
+        let bad = |key: &str, why: &str| Err(GatewayError::Config(format!("openadr.{key}: {why}")));
+        let (vtn_url, token_url) = self.urls()?;
         let client_secret = match (self.client_secret_env, self.client_secret_file) {
             (Some(env), None) if !env.is_empty() => SecretSource::Env(env),
             (None, Some(file)) => SecretSource::File(base.join(file)),
