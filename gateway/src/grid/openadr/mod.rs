@@ -7,6 +7,7 @@ mod duration;
 pub mod energy;
 pub mod link;
 pub mod mapping;
+mod notifier;
 pub mod reconcile;
 pub mod report;
 pub mod status;

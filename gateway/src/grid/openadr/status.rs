@@ -43,4 +43,6 @@ pub struct VenStatus {
     pub reports_posted: u64,
     pub reports_failed: u64,
     pub reports_pending: usize,
+    /// The VTN's websocket notifier is open: event changes are pushed (polls continue).
+    pub push_connected: bool,
 }

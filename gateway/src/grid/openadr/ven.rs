@@ -17,6 +17,7 @@ use super::config::OpenAdrConfig;
 use super::energy::EnergyHistory;
 use super::link::{Link, LinkState};
 use super::mapping::{map_event, subscription_of, MappedEvent, MappingContext};
+use super::notifier::{self, Push};
 use super::reconcile::{comms_loss_envelope, envelopes_of, plan};
 use super::report::{ReportBook, HISTORY_SECONDS};
 use super::status::{EventStatus, ProgramStatus, VenStatus};
@@ -56,8 +57,21 @@ pub fn spawn(config: OpenAdrConfig, grid: GridState) -> Result<VenHandle, Gatewa
     let history = Arc::new(Mutex::new(EnergyHistory::new(HISTORY_SECONDS)));
     follow_power(&grid, history.clone());
     let (stop, stopped) = watch::channel(false);
+    let push = Push::default();
+    // The socket read waits for the VTN for as long as it stays open: no request timeout.
+    let socket_http = reqwest::Client::builder()
+        .connect_timeout(config.request_timeout)
+        .build()
+        .map_err(|e| GatewayError::OpenAdr(format!("building the HTTP client: {e}")))?;
+    tokio::spawn(notifier::run(
+        config.clone(),
+        secret,
+        socket_http,
+        push.clone(),
+        stopped.clone(),
+    ));
     tracing::info!(vtn = %config.vtn_url, ven = %config.ven_name, programs = ?config.programs, "OpenADR VEN starting");
-    let ven = Ven::new(config, grid, client, history);
+    let ven = Ven::new(config, grid, client, history, push);
     tokio::spawn(ven.run(stopped));
     Ok(VenHandle { stop })
 }
@@ -100,6 +114,7 @@ struct Ven {
     registered: bool,
     /// Unix seconds of the next poll (wake-ups in between only check the grace period).
     next_poll_at: f64,
+    push: Push,
 }
 
 impl Ven {
@@ -108,6 +123,7 @@ impl Ven {
         grid: GridState,
         client: Vtn,
         history: Arc<Mutex<EnergyHistory>>,
+        push: Push,
     ) -> Ven {
         let now = now_unix();
         let link = Link::new(
@@ -138,6 +154,7 @@ impl Ven {
             reports_posted: 0,
             reports_failed: 0,
             reports_pending: 0,
+            push_connected: false,
         };
         Ven {
             config,
@@ -153,6 +170,7 @@ impl Ven {
             subscription: vec![],
             registered: false,
             next_poll_at: now,
+            push,
         }
     }
 
@@ -172,8 +190,11 @@ impl Ven {
             let wait = (wake - now).max(0.05);
             self.status.next_poll_at = Some(self.next_poll_at);
             self.publish(now);
+            let wake = self.push.wake.clone();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
+                // Pushed: something changed on the VTN (or its socket closed); poll now.
+                _ = wake.notified() => self.next_poll_at = now_unix(),
                 _ = stopped.changed() => break,
             }
         }
@@ -465,6 +486,10 @@ impl Ven {
         self.status.reports_posted = self.book.posted;
         self.status.reports_failed = self.book.failed;
         self.status.reports_pending = self.book.pending();
+        self.status.push_connected = self
+            .push
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed);
         metrics::gauge!(m::OPENADR_LINK_UP).set(if state == LinkState::Up { 1.0 } else { 0.0 });
         metrics::gauge!(m::OPENADR_SAFE_LIMIT).set(if self.status.safe_limit_engaged {
             1.0
