@@ -140,7 +140,10 @@ impl Session<'_> {
         let name = format!("gridserve:{}", self.config.ven_name);
         let path = format!("subscriptions?clientName={name}");
         let existing = self.get_json(token, &path).await?;
-        if existing.as_array().is_some_and(|a| !a.is_empty()) {
+        let ours = |s: &Value| {
+            s["clientName"] == name.as_str() && s["objectOperations"][0]["mechanism"] == "WEBSOCKET"
+        };
+        if existing.as_array().is_some_and(|a| a.iter().any(ours)) {
             return Ok(());
         }
         let body = json!({
