@@ -183,8 +183,12 @@ impl Ven {
                 self.next_poll_at = now + self.link.next_delay(rand::random::<f64>());
             }
             let mut wake = self.next_poll_at;
-            if self.link.state(now) != LinkState::Down {
-                // Wake when the grace runs out, to put the safe limit in place on time.
+            if matches!(
+                self.link.state(now),
+                LinkState::Connecting | LinkState::Degraded
+            ) {
+                // Failing: wake when the grace runs out, to put the safe limit in place on
+                // time. (A healthy link only goes down through a failed poll.)
                 wake = wake.min(self.link.down_at());
             }
             let wait = (wake - now).max(0.05);
