@@ -65,9 +65,17 @@ pub struct MappedEvent {
 }
 
 /// The subscription intervals of an event alone (SIMPLE levels need the subscription of every
-/// event, so it is gathered first).
-pub fn subscription_of(event: &Event, ctx: &MappingContext<'_>) -> Vec<Interval> {
-    map_event(event, ctx)
+/// event, so it is gathered first). SIMPLE payloads are given a placeholder subscription here,
+/// so an event that carries both still yields its subscription.
+pub fn subscription_of(event: &Event, now: f64, ven_name: &str) -> Vec<Interval> {
+    let placeholder = |_t: f64| Some(0.0);
+    let ctx = MappingContext {
+        now,
+        ven_name,
+        simple_level_fractions: [0.0; 4],
+        subscription_at: &placeholder,
+    };
+    map_event(event, &ctx)
         .map(|m| m.subscription)
         .unwrap_or_default()
 }

@@ -197,6 +197,19 @@ fn a_subscription_is_its_own_schedule_and_other_payloads_are_noted() {
     assert_eq!(m.subscription.len(), 1);
     assert_eq!(m.subscription[0].cap_watts, 1200.0);
     assert_eq!(m.ignored, vec!["PRICE".to_string()]);
+    // Gathered before any subscription is known, even next to SIMPLE levels that need one.
+    let both = event(json!({
+        "intervalPeriod": {"start": "2026-12-06T13:00:00Z", "duration": "PT2H"},
+        "intervals": [{"id": 0, "payloads": [
+            {"type": "IMPORT_CAPACITY_SUBSCRIPTION", "values": [1.2]},
+            {"type": "SIMPLE", "values": [1]},
+        ]}],
+    }));
+    let gathered = subscription_of(&both, t("2026-12-06T12:00:00Z"), "ven-a");
+    assert_eq!(
+        gathered.iter().map(|i| i.cap_watts).collect::<Vec<_>>(),
+        vec![1200.0]
+    );
 }
 
 #[test]

@@ -339,21 +339,20 @@ impl Ven {
         Vec<EventStatus>,
         Vec<crate::grid::Envelope>,
     ) {
-        let no_subscription = |_t: f64| None;
-        let mut ctx = MappingContext {
-            now,
-            ven_name: &self.config.ven_name,
-            simple_level_fractions: self.config.simple_level_fractions,
-            subscription_at: &no_subscription,
-        };
+        let ven_name = &self.config.ven_name;
         self.subscription = events
             .iter()
-            .flat_map(|e| subscription_of(e, &ctx))
+            .flat_map(|e| subscription_of(e, now, ven_name))
             .collect();
         let known = self.subscription.clone();
         let fallback = self.grid.config().default_cap();
         let subscription_at = move |t: f64| subscription_in_force(&known, t).or(fallback);
-        ctx.subscription_at = &subscription_at;
+        let ctx = MappingContext {
+            now,
+            ven_name,
+            simple_level_fractions: self.config.simple_level_fractions,
+            subscription_at: &subscription_at,
+        };
         let ramp = self.grid.config().ramp_default_seconds;
         let (mut followed, mut statuses, mut wanted) = (vec![], vec![], vec![]);
         for event in events {
@@ -395,17 +394,18 @@ impl Ven {
     async fn engage_safe_limit(&mut self, now: f64) {
         let subscription = subscription_in_force(&self.subscription, now)
             .or(self.grid.config().subscription_watts);
-        let cap = match (self.config.safe_limit_watts, subscription) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => match a.or(b) {
-                Some(cap) => cap,
-                // Nothing to fall back to: the store's default cap already applies.
-                None => return,
-            },
+        // With neither, nothing to fall back to: the store's default cap already applies.
+        let Some(cap) = [self.config.safe_limit_watts, subscription]
+            .into_iter()
+            .flatten()
+            .min_by(f64::total_cmp)
+        else {
+            return;
         };
         let grid = self.grid.clone();
         let engaged = blocking(move || {
-            let live = grid.store().live_from("openadr-comms-loss", now)?;
+            let origin = Origin::OpenAdrCommsLoss.as_string();
+            let live = grid.store().live_from(&origin, now)?;
             if live.is_empty() {
                 grid.store()
                     .insert(&comms_loss_envelope(cap, now), "openadr", now)?;
