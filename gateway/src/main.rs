@@ -84,6 +84,9 @@ enum BenchCommand {
     Engine(EngineBenchArgs),
     /// Streaming-client load against a running server: tok/s, TTFT and inter-token latency.
     Http(HttpBenchArgs),
+    /// Open-loop load against any OpenAI-compatible server, with `vllm bench serve`'s options
+    /// and figures plus energy (tokens per joule), priority tiers and envelope scenarios.
+    Serve(Box<gridserve::bench::serve::BenchServeArgs>),
     /// gridserve vs llama.cpp on this machine, one after the other: prefill, batch-1 and
     /// batched decode, HTTP serving; prints one table of ratios with their targets.
     Peer(PeerBenchArgs),
@@ -123,6 +126,12 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Http(args)) => {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(gridserve::bench::http::run(&args))?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Serve(args)) => {
+            let ctx = bench_context(&config);
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(gridserve::bench::serve::run_cli(&args, &ctx))?;
             Ok(())
         }
         Command::Bench(BenchCommand::Engine(args)) => {
@@ -197,5 +206,23 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// What `bench serve` and `bench sweep` take from the config: the configured model as the
+/// default tokenizer, and the power settings for a local sensor (the whole system's CPU, not
+/// this process's: the server under test is another process).
+fn bench_context(config: &Config) -> gridserve::bench::serve::RunContext {
+    let mut local_power = config.power.clone();
+    local_power.cpu_estimate_scope = gridserve::power::CpuScope::System;
+    if matches!(
+        local_power.sensor,
+        gridserve::config::SensorChoice::Twin { .. }
+    ) {
+        local_power.sensor = gridserve::config::SensorChoice::Auto;
+    }
+    gridserve::bench::serve::RunContext {
+        default_tokenizer: config.model.path.clone(),
+        local_power,
     }
 }

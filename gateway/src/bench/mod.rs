@@ -3,4 +3,5 @@
 pub mod engine;
 pub mod http;
 pub mod peer;
+pub mod serve;
 mod sse;

@@ -17,6 +17,9 @@ pub(super) struct ChunkInfo {
     pub content: bool,
     pub prompt_tokens: Option<usize>,
     pub completion_tokens: Option<usize>,
+    /// gridserve's `usage.energy_joules` and `usage.energy_source`.
+    pub energy_joules: Option<f64>,
+    pub energy_source: Option<String>,
 }
 
 /// Parses one SSE `data` payload of a streamed completion: `None` for `[DONE]`, `Err` for an
@@ -47,6 +50,8 @@ pub(super) fn parse_chunk(data: &str) -> Result<Option<ChunkInfo>, String> {
         content,
         prompt_tokens: count("prompt_tokens"),
         completion_tokens: count("completion_tokens"),
+        energy_joules: v["usage"]["energy_joules"].as_f64(),
+        energy_source: v["usage"]["energy_source"].as_str().map(str::to_string),
     }))
 }
 
@@ -159,9 +164,14 @@ mod tests {
             Ok(Some(ChunkInfo {
                 content: false,
                 prompt_tokens: Some(65),
-                completion_tokens: Some(64)
+                completion_tokens: Some(64),
+                ..ChunkInfo::default()
             }))
         );
+        let energy = r#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"energy_joules":1.5,"energy_source":"twin"}}"#;
+        let info = parse_chunk(energy).unwrap().unwrap();
+        assert_eq!(info.energy_joules, Some(1.5));
+        assert_eq!(info.energy_source.as_deref(), Some("twin"));
         let usage_null = r#"{"choices":[{"text":"a"}],"usage":null}"#;
         assert_eq!(
             parse_chunk(usage_null).unwrap().unwrap().completion_tokens,
