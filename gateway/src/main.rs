@@ -87,6 +87,9 @@ enum BenchCommand {
     /// Open-loop load against any OpenAI-compatible server, with `vllm bench serve`'s options
     /// and figures plus energy (tokens per joule), priority tiers and envelope scenarios.
     Serve(Box<gridserve::bench::serve::BenchServeArgs>),
+    /// `bench serve` once per value of a parameter (request rate, max concurrency, or a power
+    /// cap posted to gridserve), then the Pareto front of tokens per joule vs p99 latency.
+    Sweep(Box<gridserve::bench::serve::SweepArgs>),
     /// gridserve vs llama.cpp on this machine, one after the other: prefill, batch-1 and
     /// batched decode, HTTP serving; prints one table of ratios with their targets.
     Peer(PeerBenchArgs),
@@ -132,6 +135,12 @@ fn main() -> anyhow::Result<()> {
             let ctx = bench_context(&config);
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(gridserve::bench::serve::run_cli(&args, &ctx))?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Sweep(args)) => {
+            let ctx = bench_context(&config);
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(gridserve::bench::serve::sweep::run_cli(&args, &ctx))?;
             Ok(())
         }
         Command::Bench(BenchCommand::Engine(args)) => {

@@ -8,8 +8,9 @@ use super::result::RunResult;
 use super::stats::{token_times, RequestOutcome};
 use crate::GatewayError;
 
-/// Output tokens per second over the second before each of `at_s`.
-fn throughput_at(outcomes: &[RequestOutcome], at_s: &[f64]) -> Vec<f64> {
+/// Output tokens per second, averaged over `window_s` before each of `at_s` (tokens arrive in
+/// bursts of one engine step, so a one-second window draws a comb).
+fn throughput_at(outcomes: &[RequestOutcome], at_s: &[f64], window_s: f64) -> Vec<f64> {
     let mut times: Vec<f64> = outcomes
         .iter()
         .filter(|o| o.success)
@@ -19,8 +20,8 @@ fn throughput_at(outcomes: &[RequestOutcome], at_s: &[f64]) -> Vec<f64> {
     at_s.iter()
         .map(|&t| {
             let hi = times.partition_point(|&x| x <= t);
-            let lo = times.partition_point(|&x| x <= t - 1.0);
-            (hi - lo) as f64
+            let lo = times.partition_point(|&x| x <= t - window_s);
+            (hi - lo) as f64 / window_s
         })
         .collect()
 }
@@ -34,7 +35,8 @@ pub fn timeline(r: &RunResult) -> Vec<TimelinePoint> {
     } else {
         r.samples.iter().map(|s| s.t_s).collect()
     };
-    let tps = throughput_at(&r.outcomes, &at);
+    let window_s = if r.duration_s >= 30.0 { 5.0 } else { 1.0 };
+    let tps = throughput_at(&r.outcomes, &at, window_s);
     at.iter()
         .enumerate()
         .map(|(i, &t_s)| {

@@ -85,6 +85,8 @@ impl EnvelopeScenario {
 /// What happened when a step was due.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Posted {
+    /// When the step was sent to the grid API, seconds since the run started.
+    pub sent_at_s: Option<f64>,
     /// When the grid API confirmed it, seconds since the run started (None: not reached or
     /// failed).
     pub posted_at_s: Option<f64>,
@@ -107,7 +109,7 @@ impl GridClient {
         }
     }
 
-    async fn post(&self, id: &str, step: &Step) -> Result<(), String> {
+    pub async fn post(&self, id: &str, step: &Step) -> Result<(), String> {
         let mut body = json!({"id": id, "cap_watts": step.cap_watts});
         if let Some(ramp) = step.ramp_seconds {
             body["ramp_seconds"] = json!(ramp);
@@ -171,6 +173,7 @@ pub async fn drive(
             _ = done.wait_for(|d| *d) => break,
         }
         let previous = live.take();
+        posted[i].sent_at_s = Some(t0.elapsed().as_secs_f64());
         if step.cap_watts.is_some() {
             let id = format!("{run_id}-{i}");
             match grid.post(&id, step).await {
@@ -216,9 +219,9 @@ pub struct StepCompliance {
     pub step: Step,
     pub posted: Posted,
     pub end_s: f64,
-    /// Posted → the status shows the new cap as its target.
+    /// Sent → the status shows the new cap as its target (resolution: the sample interval).
     pub ack_s: Option<f64>,
-    /// Posted → the 1 s average power is at or under the step's cap.
+    /// Sent → the 1 s average power is at or under the step's cap.
     pub settle_s: Option<f64>,
     /// Time (between samples) the 1 s average was over the cap in force.
     pub seconds_over_cap: f64,
@@ -291,7 +294,7 @@ fn step_compliance(
     samples: &[ProbeSample],
     outcomes: &[RequestOutcome],
 ) -> StepCompliance {
-    let from = posted.posted_at_s.unwrap_or(step.at_s);
+    let from = posted.sent_at_s.unwrap_or(step.at_s);
     let within: Vec<&ProbeSample> = samples
         .iter()
         .filter(|s| s.t_s >= from && s.t_s < end_s)
@@ -400,7 +403,8 @@ at_seconds = 4
         let posted: Vec<Posted> = [0.05, 2.05, 4.05]
             .iter()
             .map(|&t| Posted {
-                posted_at_s: Some(t),
+                sent_at_s: Some(t),
+                posted_at_s: Some(t + 0.01),
                 envelope_id: Some("e".into()),
                 error: None,
             })

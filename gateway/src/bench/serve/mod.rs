@@ -15,12 +15,14 @@ pub mod result;
 pub mod run;
 pub mod schedule;
 pub mod stats;
+pub mod sweep;
 
 use std::path::PathBuf;
 
 pub use args::BenchServeArgs;
 pub use result::RunResult;
 pub use run::RunContext;
+pub use sweep::SweepArgs;
 
 use crate::GatewayError;
 
