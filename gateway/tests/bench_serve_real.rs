@@ -32,14 +32,27 @@ fn start() -> Option<Server> {
     if !model_installed() {
         return None;
     }
-    let mut server = Server::start(&["--power", "twin:h100"], &[("GRIDSERVE_OPERATOR_TOKEN", OPERATOR)]);
+    let mut server = Server::start(
+        &["--power", "twin:h100"],
+        &[("GRIDSERVE_OPERATOR_TOKEN", OPERATOR)],
+    );
     server.wait_ready();
     Some(server)
 }
 
 const LOAD: [&str; 12] = [
-    "--random-input-len", "16", "--random-output-len", "8", "--ignore-eos", "--request-rate", "4",
-    "--disable-tqdm", "--save-result", "--metric-percentiles", "50,99", "--seed",
+    "--random-input-len",
+    "16",
+    "--random-output-len",
+    "8",
+    "--ignore-eos",
+    "--request-rate",
+    "4",
+    "--disable-tqdm",
+    "--save-result",
+    "--metric-percentiles",
+    "50,99",
+    "--seed",
 ];
 
 #[test]
@@ -57,7 +70,13 @@ fn bench_serve_against_gridserve_reports_energy_tiers_and_compliance() {
     let results = dir.path().join("results");
     let mut args = vec!["bench", "serve", "--base-url", &base, "--num-prompts", "10"];
     args.extend(LOAD);
-    args.extend(["1", "--result-dir", results.to_str().unwrap(), "--result-filename", "e2e.json"]);
+    args.extend([
+        "1",
+        "--result-dir",
+        results.to_str().unwrap(),
+        "--result-filename",
+        "e2e.json",
+    ]);
     args.extend(["--priority-mix", "interactive=0.5,flexible=0.5"]);
     args.extend(["--envelope-scenario", scenario.to_str().unwrap()]);
     let out = gridserve(&args);
@@ -74,7 +93,8 @@ fn bench_serve_against_gridserve_reports_energy_tiers_and_compliance() {
     ] {
         assert!(stdout.contains(label), "missing {label:?}:\n{stdout}");
     }
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(results.join("e2e.json")).unwrap()).unwrap();
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(results.join("e2e.json")).unwrap()).unwrap();
     assert_eq!(json["completed"], 10);
     assert_eq!(json["total_output_tokens"], 80);
     assert!(json["output_tokens_per_joule"].as_f64().unwrap() > 0.0);
@@ -87,11 +107,19 @@ fn bench_serve_against_gridserve_reports_energy_tiers_and_compliance() {
         // The server's status shows each new cap within a second.
         assert!(step["ack_s"].as_f64().is_some_and(|s| s < 1.0), "{step}");
     }
-    for plot in ["e2e-power.png", "e2e-power.svg", "e2e-ttft-cdf.png", "e2e-e2el-cdf.svg"] {
+    for plot in [
+        "e2e-power.png",
+        "e2e-power.svg",
+        "e2e-ttft-cdf.png",
+        "e2e-e2el-cdf.svg",
+    ] {
         assert!(results.join(plot).exists(), "{plot} missing");
     }
     // The scenario's envelopes are all cancelled at the end: the default cap is back.
-    let status: Value = serde_json::from_str(&real_server::http("GET", &server.url("/v1/grid/status"), None, None).1).unwrap();
+    let status: Value = serde_json::from_str(
+        &real_server::http("GET", &server.url("/v1/grid/status"), None, None).1,
+    )
+    .unwrap();
     assert!(status["cap"]["envelope_id"].is_null(), "{status}");
 }
 
@@ -101,17 +129,35 @@ fn bench_sweep_against_gridserve_writes_the_front() {
     let dir = tempfile::tempdir().unwrap();
     let base = server.url("");
     let results = dir.path().join("sweep");
-    let mut args = vec!["bench", "sweep", "--param", "max-concurrency", "--values", "1,4"];
+    let mut args = vec![
+        "bench",
+        "sweep",
+        "--param",
+        "max-concurrency",
+        "--values",
+        "1,4",
+    ];
     args.extend(["--base-url", &base, "--num-prompts", "4"]);
     args.extend(LOAD);
     args.extend(["2", "--result-dir", results.to_str().unwrap()]);
     let out = gridserve(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("Sweep") && stdout.contains("tok/J"), "{stdout}");
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(results.join("sweep-concurrency.json")).unwrap()).unwrap();
+    assert!(
+        stdout.contains("Sweep") && stdout.contains("tok/J"),
+        "{stdout}"
+    );
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(results.join("sweep-concurrency.json")).unwrap(),
+    )
+    .unwrap();
     let rows = json["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
-    assert!(rows.iter().all(|r| r["completed"] == 4 && r["output_tokens_per_joule"].as_f64().is_some()));
+    assert!(rows
+        .iter()
+        .all(|r| r["completed"] == 4 && r["output_tokens_per_joule"].as_f64().is_some()));
     assert!(rows.iter().any(|r| r["on_front"] == true));
-    assert!(results.join("sweep-concurrency.png").exists() && results.join("sweep-concurrency.svg").exists());
+    assert!(
+        results.join("sweep-concurrency.png").exists()
+            && results.join("sweep-concurrency.svg").exists()
+    );
 }

@@ -182,7 +182,9 @@ pub async fn measure(args: &HttpBenchArgs) -> Result<HttpBenchReport, GatewayErr
 }
 
 /// `Authorization: Bearer KEY` on every request when a key is given.
-fn auth_headers(api_key: Option<&str>) -> Result<reqwest::header::HeaderMap, GatewayError> {
+pub(crate) fn auth_headers(
+    api_key: Option<&str>,
+) -> Result<reqwest::header::HeaderMap, GatewayError> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(key) = api_key.filter(|k| !k.is_empty()) {
         let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
@@ -193,7 +195,7 @@ fn auth_headers(api_key: Option<&str>) -> Result<reqwest::header::HeaderMap, Gat
 }
 
 /// `http://host:port` from what the user gave (trailing `/` and `/v1` dropped).
-fn base_url(url: &str) -> String {
+pub(crate) fn base_url(url: &str) -> String {
     let url = url.trim().trim_end_matches('/');
     url.strip_suffix("/v1").unwrap_or(url).to_string()
 }
@@ -207,7 +209,10 @@ struct Target {
     max_tokens: usize,
 }
 
-async fn first_model(client: &reqwest::Client, base: &str) -> Result<String, GatewayError> {
+pub(crate) async fn first_model(
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<String, GatewayError> {
     let url = format!("{base}/v1/models");
     let fail = |e: String| GatewayError::Bench(format!("GET {url}: {e}"));
     let resp = client
@@ -331,7 +336,7 @@ fn ms(d: Duration) -> f64 {
 
 /// An error with its causes: reqwest's own message ("error sending request") says little; the
 /// cause (connection reset, closed before the response…) tells a client fault from a server one.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

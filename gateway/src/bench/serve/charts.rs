@@ -35,7 +35,7 @@ pub fn timeline(r: &RunResult) -> Vec<TimelinePoint> {
     } else {
         r.samples.iter().map(|s| s.t_s).collect()
     };
-    let window_s = if r.duration_s >= 30.0 { 5.0 } else { 1.0 };
+    let window_s = if r.duration_s >= 20.0 { 5.0 } else { 1.0 };
     let tps = throughput_at(&r.outcomes, &at, window_s);
     at.iter()
         .enumerate()
@@ -80,12 +80,7 @@ pub fn write(stem: &Path, r: &RunResult) -> Result<Vec<PathBuf>, GatewayError> {
     };
     let fail = |e: String| GatewayError::Bench(format!("plotting: {e}"));
     let mut files = Vec::new();
-    let title = format!(
-        "{} — {} ({})",
-        r.label,
-        r.model,
-        r.energy.power_source.as_deref().unwrap_or("no power feed")
-    );
+    let title = format!("{}: {}, energy {}", r.label, r.model, r.energy.source);
     files.extend(plots::power_timeline(&with("-power"), &title, &timeline(r)).map_err(fail)?);
     if r.summary.completed > 0 {
         let ttft = cdfs(r, |o| o.ttft_s);
@@ -115,8 +110,10 @@ mod tests {
         };
         // Tokens at 0.5, 0.75, 1.0, 1.25, 1.5.
         assert_eq!(
-            throughput_at(&[o], &[0.4, 1.0, 1.5, 3.0]),
+            throughput_at(&[o.clone()], &[0.4, 1.0, 1.5, 3.0], 1.0),
             vec![0.0, 3.0, 4.0, 0.0]
         );
+        // Over 2 s: all five tokens fall in (-0.5, 1.5].
+        assert_eq!(throughput_at(&[o], &[1.5], 2.0), vec![2.5]);
     }
 }

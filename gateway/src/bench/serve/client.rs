@@ -7,6 +7,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
+use super::super::http::error_chain;
 use super::super::sse::{parse_chunk, truncate, SseParser};
 use super::args::Endpoint;
 use super::dataset::SampleRequest;
@@ -146,17 +147,6 @@ fn error_message(body: &str) -> String {
         Some(message) => truncate(message, 300).to_string(),
         None => truncate(body.trim(), 300).to_string(),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -221,7 +221,8 @@ pub struct StepCompliance {
     pub end_s: f64,
     /// Sent → the status shows the new cap as its target (resolution: the sample interval).
     pub ack_s: Option<f64>,
-    /// Sent → the 1 s average power is at or under the step's cap.
+    /// Sent → the 1 s average power is at or under the step's cap and stays there until the
+    /// step ends (None: it never settled).
     pub settle_s: Option<f64>,
     /// Time (between samples) the 1 s average was over the cap in force.
     pub seconds_over_cap: f64,
@@ -256,6 +257,16 @@ fn over_cap(samples: &[ProbeSample], from: f64, to: f64) -> (f64, f64) {
     (capped, over)
 }
 
+/// The first sample from which power stays at or under `cap` to the end of `within` (a
+/// settling time: dipping under and rising again does not count).
+fn settled(within: &[&ProbeSample], cap: f64) -> Option<f64> {
+    let over = |s: &&ProbeSample| s.power_watts.is_some_and(|p| p > cap);
+    match within.iter().rposition(over) {
+        None => within.first().map(|s| s.t_s),
+        Some(i) => within.get(i + 1).map(|s| s.t_s),
+    }
+}
+
 /// Compliance per step, from the power feed's samples and the requests' outcomes.
 pub fn compliance(
     scenario: &EnvelopeScenario,
@@ -275,7 +286,8 @@ pub fn compliance(
                 .map_or(duration_s, |n| n.at_s)
                 .min(duration_s);
             let posted = posted.get(i).cloned().unwrap_or_default();
-            step_compliance(step, posted, end_s, samples, outcomes)
+            let before = i.checked_sub(1).and_then(|p| scenario.steps[p].cap_watts);
+            step_compliance(step, before, posted, end_s, samples, outcomes)
         })
         .collect();
     let (capped, over) = over_cap(samples, 0.0, duration_s);
@@ -287,8 +299,11 @@ pub fn compliance(
     }
 }
 
+/// `before` is the cap of the step before (what a lifted cap moves away from: the server's
+/// default cap may be any value, or none).
 fn step_compliance(
     step: &Step,
+    before: Option<f64>,
     posted: Posted,
     end_s: f64,
     samples: &[ProbeSample],
@@ -307,11 +322,15 @@ fn step_compliance(
         (Some(a), Some(b)) => (a - b).abs() < 0.5,
         (a, b) => a.is_none() && b.is_none(),
     };
-    let ack_s = first(&|s| same(s.cap_target_watts, step.cap_watts));
-    let settle_s = match step.cap_watts {
-        Some(cap) => first(&|s| s.power_watts.is_some_and(|p| p <= cap)),
-        None => None,
+    let ack_s = match step.cap_watts {
+        Some(_) => first(&|s| same(s.cap_target_watts, step.cap_watts)),
+        None => first(&|s| !same(s.cap_target_watts, before)),
     };
+    let settle_s = step
+        .cap_watts
+        .and_then(|cap| settled(&within, cap))
+        .filter(|_| posted.posted_at_s.is_some())
+        .map(|t| t - from);
     let powers: Vec<f64> = within.iter().filter_map(|s| s.power_watts).collect();
     StepCompliance {
         step: step.clone(),
@@ -445,6 +464,12 @@ at_seconds = 4
         // The lift: acknowledged when the status shows no cap; no settle time.
         assert!((c.steps[2].ack_s.unwrap() - 0.2).abs() < 1e-9);
         assert_eq!(c.steps[2].settle_s, None);
+        // Dipping under the cap and rising over it again is not settling.
+        let mut bouncing = samples.clone();
+        bouncing.push(sample(3.5, 250.0, Some(200.0), Some(200.0)));
+        bouncing.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+        let b = compliance(&s, &posted, &bouncing, &[], 5.0);
+        assert_eq!(b.steps[1].settle_s, None);
         // A step that was never posted has no response times.
         let unposted = compliance(&s, &[], &samples, &[], 5.0);
         assert_eq!(unposted.steps[1].ack_s, None);

@@ -10,6 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::{watch, Semaphore};
 
+use super::super::http::{auth_headers, base_url, first_model};
 use super::args::{BenchServeArgs, EnergySourceArg};
 use super::client::{self, Target};
 use super::dataset::{self, SampleRequest};
@@ -49,6 +50,14 @@ fn plan(args: &BenchServeArgs, ctx: &RunContext) -> Result<Plan, GatewayError> {
         return Err(GatewayError::InvalidRequest {
             param: "num-prompts",
             message: "need --num-prompts >= 1, --max-concurrency >= 1, --sample-interval-ms >= 1"
+                .into(),
+        });
+    }
+    if args.envelope_scenario.is_some() && args.energy_source == EnergySourceArg::Local {
+        return Err(GatewayError::InvalidRequest {
+            param: "energy-source",
+            message: "--envelope-scenario scores the power gridserve caps, read from its grid \
+                      status; it cannot be combined with --energy-source local"
                 .into(),
         });
     }
@@ -104,14 +113,8 @@ fn plan(args: &BenchServeArgs, ctx: &RunContext) -> Result<Plan, GatewayError> {
 }
 
 fn http_client(args: &BenchServeArgs) -> Result<reqwest::Client, GatewayError> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(key) = args.api_key.as_deref().filter(|k| !k.is_empty()) {
-        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| GatewayError::Bench("the API key is not a valid header value".into()))?;
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
     reqwest::Client::builder()
-        .default_headers(headers)
+        .default_headers(auth_headers(args.api_key.as_deref())?)
         // A fresh connection per request: llama-server closes some reused keep-alive
         // connections mid-request, which would count as the server's failures.
         .pool_max_idle_per_host(0)
@@ -119,30 +122,6 @@ fn http_client(args: &BenchServeArgs) -> Result<reqwest::Client, GatewayError> {
         .timeout(Duration::from_secs(args.request_timeout_s))
         .build()
         .map_err(|e| GatewayError::Bench(format!("http client: {e}")))
-}
-
-/// `http://host:port` from what the user gave (trailing `/` and `/v1` dropped).
-pub fn base_url(url: &str) -> String {
-    let url = url.trim().trim_end_matches('/');
-    url.strip_suffix("/v1").unwrap_or(url).to_string()
-}
-
-async fn first_model(client: &reqwest::Client, base: &str) -> Result<String, GatewayError> {
-    let url = format!("{base}/v1/models");
-    let fail = |e: String| GatewayError::Bench(format!("GET {url}: {e}"));
-    let resp = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(fail(format!("HTTP {}", resp.status())));
-    }
-    let body: serde_json::Value = resp.json().await.map_err(|e| fail(e.to_string()))?;
-    body["data"][0]["id"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| fail(format!("no model listed in {body}")))
 }
 
 async fn scrape_counter(client: &reqwest::Client, url: &str) -> Option<prom::EnergyReading> {

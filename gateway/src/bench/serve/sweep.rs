@@ -191,7 +191,7 @@ async fn post_cap(
 ) -> Result<(GridClient, String), GatewayError> {
     let grid = GridClient {
         client: reqwest::Client::new(),
-        base: run::base_url(&args.base_url),
+        base: super::super::http::base_url(&args.base_url),
         operator_token: args.operator_token.clone(),
     };
     grid.check_available().await?;
