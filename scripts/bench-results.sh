@@ -21,13 +21,13 @@ OUT="$root/bench-results/readme"
 MODEL="$root/models-data/gemma-3-270m-q4_k_m.gguf"
 THREADS="$(nproc)"
 mkdir -p "$OUT"
-: > "$OUT/commands.txt"
+mkdir -p "$OUT/commands"
 say() { echo "[bench-results] $*" >&2; }
-# Runs a command, recording it (relative to the repository) for the README.
+# Runs a command, recording it (paths relative to the repository) for the README.
 record() {
     local key="$1"
     shift
-    echo "$key	$*" | sed "s|$root/||g; s|$HOME|~|g" >> "$OUT/commands.txt"
+    echo "$*" | sed "s|$root/||g; s|$HOME|~|g" > "$OUT/commands/$key.txt"
     "$@"
 }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -93,7 +93,7 @@ record serve-twin "$G" bench serve --base-url "http://127.0.0.1:$port" --num-pro
     --priority-mix interactive=0.3,standard=0.4,flexible=0.3 \
     --envelope-scenario config/envelopes/step-down.toml --label gridserve-twin \
     --result-dir "$OUT/serve" --result-filename gridserve-twin.json > "$OUT/serve-twin.txt"
-record sweep-cap "$G" bench sweep --param cap --values 400,150,120,100 --base-url "http://127.0.0.1:$port" \
+record sweep-cap "$G" bench sweep --param cap --values 200,120,100,90 --base-url "http://127.0.0.1:$port" \
     --num-prompts 48 --request-rate 4 --random-input-len 64 --random-output-len 32 --ignore-eos \
     --seed 1 --disable-tqdm --label cap --result-dir "$OUT/sweep" > "$OUT/sweep-cap.txt"
 stop_server

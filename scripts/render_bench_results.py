@@ -26,12 +26,18 @@ def fmt(v, digits=1, unit=""):
 
 
 def commands(results):
-    out = {}
-    path = results / "commands.txt"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        key, _, cmd = line.partition("\t")
-        out[key] = cmd
-    return out
+    folder = results / "commands"
+    return {p.stem: p.read_text().strip() for p in folder.glob("*.txt")} if folder.exists() else {}
+
+
+def simd():
+    """What the CPU offers of the SIMD sets gridserve's kernels are written for."""
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    return ", ".join(f"{name}: {'yes' if flag in flags else 'no'}" for name, flag in
+                     [("AVX2", "avx2"), ("AVX-512 VNNI", "avx512_vnni")])
 
 
 def md_tables(path, first_only=False):
@@ -71,6 +77,7 @@ def section_peer(results, cmds):
         f"`{cmds.get('peer', 'gridserve bench peer')}`",
         "",
         *machine,
+        f"SIMD: {simd()}.",
         "",
         table,
         "",
@@ -132,6 +139,11 @@ def section_twin(results, cmds, plots):
     for name, t in r["tiers"].items():
         tiers.append(f"| {name} | {t['completed']}/{t['failed']} | {fmt(t['output_throughput'])} | "
                      f"{fmt(t.get('p99_ttft_ms'), 0)} | {fmt(t.get('p99_e2el_ms'), 0)} |")
+    e = r["energy"]
+    device = ""
+    if e.get("device_joules") is not None:
+        device = (f" Counting the twin's whole energy over the run, idle included ({fmt(e['device_joules'], 0)} J, "
+                  f"mean {fmt(e['avg_power_watts'])} W): {fmt(e['device_output_tokens_per_joule'], 3)} tokens/J.")
     lines = [
         "### An envelope scenario on the H100 twin (`bench serve --envelope-scenario`)",
         "",
@@ -139,7 +151,8 @@ def section_twin(results, cmds, plots):
         "run on the GPU twin, whose power the controller holds under the cap), "
         f"`config/envelopes/step-down.toml` posted during the run. Output {fmt(r['output_throughput'])} tok/s, "
         f"{fmt(r['output_tokens_per_joule'], 2)} tokens/J ({r['energy']['detail']}), "
-        f"{c['seconds_over_cap']:.2f} s of {c['seconds_capped']:.1f} s under a cap with the 1 s average over it.",
+        f"{c['seconds_over_cap']:.2f} s of {c['seconds_capped']:.1f} s under a cap with the 1 s average over it."
+        + device,
         "",
         *compliance_table(c),
         "",
@@ -160,10 +173,12 @@ def section_sweep(results, cmds, plots):
     s = load(results / "sweep" / "sweep-cap.json")
     if s is None:
         return []
-    rows = ["| cap (W) | ok/failed | output tok/s | p99 E2EL (ms) | tok/J | mean W | on the front |", "|---|---|---|---|---|---|---|"]
+    rows = ["| cap (W) | ok/failed | output tok/s | p99 E2EL (ms) | tok/J (requests) | tok/J (device, idle included) | mean W | on the front |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in s["rows"]:
         rows.append(f"| {r['value']:.0f} | {r['completed']}/{r['failed']} | {fmt(r['output_throughput'])} | "
                     f"{fmt(r['p99_latency_ms'], 0)} | {fmt(r['output_tokens_per_joule'], 3)} | "
+                    f"{fmt(r.get('device_output_tokens_per_joule'), 3)} | "
                     f"{fmt(r['avg_power_watts'])} | {'yes' if r['on_front'] else ''} |")
     lines = ["### Tokens per joule against p99 latency, by cap (`bench sweep --param cap`)", "", *rows, "",
              "```sh", cmds.get("sweep-cap", ""), "```", ""]

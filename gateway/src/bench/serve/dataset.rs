@@ -287,3 +287,7 @@ fn read(path: &Path) -> Result<String, GatewayError> {
     std::fs::read_to_string(path)
         .map_err(|e| GatewayError::Bench(format!("reading {}: {e}", path.display())))
 }
+
+#[cfg(test)]
+#[path = "dataset_tests.rs"]
+mod tests;

@@ -43,6 +43,10 @@ pub struct EnergyReport {
     pub usage_joules: Option<f64>,
     pub counter_joules: Option<f64>,
     pub local_joules: Option<f64>,
+    /// The power feed's own energy counter over the run: the whole device, idle included
+    /// (gridserve's per-request and Prometheus figures count the engine's steps only).
+    pub device_joules: Option<f64>,
+    pub device_output_tokens_per_joule: Option<f64>,
 }
 
 /// Sum of `usage.energy_joules` when every successful request carried one.
@@ -65,8 +69,8 @@ fn counter_joules(inputs: &EnergyInputs) -> Option<(f64, &'static str)> {
     (a.kind == b.kind && b.joules >= a.joules).then_some((b.joules - a.joules, kind))
 }
 
-fn local_joules(inputs: &EnergyInputs) -> Option<f64> {
-    inputs.local_source?;
+/// The first-to-last delta of the power feed's energy counter.
+fn feed_joules(inputs: &EnergyInputs) -> Option<f64> {
     let energies: Vec<f64> = inputs
         .samples
         .iter()
@@ -88,7 +92,8 @@ pub fn report(
 ) -> EnergyReport {
     let usage = usage_joules(outcomes);
     let counter = counter_joules(inputs);
-    let local = local_joules(inputs);
+    let device = feed_joules(inputs);
+    let local = device.filter(|_| inputs.local_source.is_some());
     let local_name = inputs.local_source.map(|(name, _)| name);
     let local_measured = inputs.local_source.is_some_and(|(_, m)| m);
     let from_usage = || {
@@ -132,6 +137,14 @@ pub fn report(
         EnergySourceArg::Usage => from_usage(),
         EnergySourceArg::Metrics => from_counter(),
         EnergySourceArg::Local => from_local(false),
+        EnergySourceArg::Device => device.map(|j| {
+            let feed = inputs.power_source.clone().unwrap_or_default();
+            (
+                j,
+                "device".to_string(),
+                format!("the power feed's energy counter ({feed}), idle included"),
+            )
+        }),
         EnergySourceArg::None => None,
     };
     let powers: Vec<f64> = inputs
@@ -163,6 +176,10 @@ pub fn report(
         usage_joules: usage.map(|u| u.0),
         counter_joules: counter.map(|c| c.0),
         local_joules: local,
+        device_joules: device,
+        device_output_tokens_per_joule: device
+            .filter(|j| *j > 0.0)
+            .map(|j| output_tokens as f64 / j),
     }
 }
 
@@ -172,6 +189,7 @@ fn why_none(choice: EnergySourceArg, inputs: &EnergyInputs) -> String {
         EnergySourceArg::Usage => "the server sent no usage.energy_joules".into(),
         EnergySourceArg::Metrics => "no energy counter at the metrics URL (or it was reset)".into(),
         EnergySourceArg::Local => "no local sensor could be read".into(),
+        EnergySourceArg::Device => "the power feed has no energy counter".into(),
         EnergySourceArg::Auto => match inputs.local_source {
             Some((name, false)) => format!(
                 "the server reports no energy; this machine's only sensor is the {name} model \
@@ -240,6 +258,11 @@ mod tests {
         assert_eq!((r.usage_joules, r.counter_joules), (Some(4.0), Some(6.0)));
         assert_eq!(r.avg_power_watts, Some(200.0));
         assert!((r.p99_power_watts.unwrap() - 298.0).abs() < 1e-9);
+        // The feed's counter did not move (both samples read 0 J): a device figure of 0 J.
+        assert_eq!(
+            (r.device_joules, r.device_output_tokens_per_joule),
+            (Some(0.0), None)
+        );
         let m = report(EnergySourceArg::Metrics, &outcomes, 20, 2.0, &inputs);
         assert_eq!(
             (m.source.as_str(), m.total_joules),
@@ -296,6 +319,12 @@ mod tests {
             report(EnergySourceArg::Auto, &outcomes, 10, 2.0, &measured).source,
             "local:rapl"
         );
+        let device = report(EnergySourceArg::Device, &outcomes, 42, 2.0, &measured);
+        assert_eq!(
+            (device.source.as_str(), device.total_joules),
+            ("device", Some(84.0))
+        );
+        assert_eq!(device.device_output_tokens_per_joule, Some(0.5));
         let none = report(EnergySourceArg::None, &outcomes, 10, 2.0, &measured);
         assert_eq!(
             (none.total_joules, none.output_tokens_per_joule),

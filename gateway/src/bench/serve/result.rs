@@ -163,6 +163,18 @@ fn render_energy(out: &mut String, e: &EnergyReport) {
         "Output tokens per joule (tok/J):",
         opt(e.output_tokens_per_joule, 3),
     );
+    if e.source != "device" && e.device_joules.is_some() {
+        line(
+            out,
+            "Device energy, idle included (J):",
+            opt(e.device_joules, 2),
+        );
+        line(
+            out,
+            "Device output tokens per joule:",
+            opt(e.device_output_tokens_per_joule, 3),
+        );
+    }
     line(out, "Average power (W):", opt(e.avg_power_watts, 2));
     line(out, "P99 power (W):", opt(e.p99_power_watts, 2));
     if let Some(p) = &e.power_source {
@@ -366,6 +378,11 @@ pub fn to_json(r: &RunResult) -> Value {
         ("output_tokens_per_joule", json!(e.output_tokens_per_joule)),
         ("avg_power_watts", json!(e.avg_power_watts)),
         ("p99_power_watts", json!(e.p99_power_watts)),
+        ("device_energy_joules", json!(e.device_joules)),
+        (
+            "device_output_tokens_per_joule",
+            json!(e.device_output_tokens_per_joule),
+        ),
         ("energy", json!(e)),
     ] {
         map.insert(k.into(), v);

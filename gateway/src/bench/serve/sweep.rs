@@ -73,6 +73,8 @@ pub struct SweepRow {
     pub output_throughput: f64,
     pub p99_latency_ms: f64,
     pub output_tokens_per_joule: Option<f64>,
+    /// Over the device's energy, idle included (when the power feed has a counter).
+    pub device_output_tokens_per_joule: Option<f64>,
     pub avg_power_watts: Option<f64>,
     pub energy_source: String,
     pub on_front: bool,
@@ -102,6 +104,7 @@ fn row(value: f64, r: &RunResult, metric: Metric) -> SweepRow {
         output_throughput: r.summary.output_throughput,
         p99_latency_ms: r.summary.percentile_ms(metric, 99.0).unwrap_or(0.0),
         output_tokens_per_joule: r.energy.output_tokens_per_joule,
+        device_output_tokens_per_joule: r.energy.device_output_tokens_per_joule,
         avg_power_watts: r.energy.avg_power_watts,
         energy_source: r.energy.source.clone(),
         on_front: false,
@@ -212,26 +215,28 @@ pub fn render(sweep: &SweepArgs, rows: &[SweepRow]) -> String {
     let _ = writeln!(out, "{:=^78}", " Sweep ");
     let _ = writeln!(
         out,
-        "{:>12} {:>5} {:>6} {:>10} {:>12} {:>9} {:>8}  front",
+        "{:>12} {:>5} {:>6} {:>10} {:>12} {:>9} {:>12} {:>8}  front",
         param_word(sweep.param),
         "ok",
         "failed",
         "out tok/s",
         latency,
         "tok/J",
+        "device tok/J",
         "mean W"
     );
     let opt = |v: Option<f64>, d: usize| v.map_or("n/a".to_string(), |v| format!("{v:.d$}"));
     for r in rows {
         let _ = writeln!(
             out,
-            "{:>12} {:>5} {:>6} {:>10.2} {:>12.1} {:>9} {:>8}  {}",
+            "{:>12} {:>5} {:>6} {:>10.2} {:>12.1} {:>9} {:>12} {:>8}  {}",
             r.value,
             r.completed,
             r.failed,
             r.output_throughput,
             r.p99_latency_ms,
             opt(r.output_tokens_per_joule, 3),
+            opt(r.device_output_tokens_per_joule, 3),
             opt(r.avg_power_watts, 1),
             if r.on_front { "*" } else { "" }
         );
@@ -297,6 +302,7 @@ mod tests {
             output_throughput: 1.0,
             p99_latency_ms: p99,
             output_tokens_per_joule: tpj,
+            device_output_tokens_per_joule: None,
             avg_power_watts: None,
             energy_source: "usage".into(),
             on_front: false,
