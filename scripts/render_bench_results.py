@@ -142,8 +142,10 @@ def section_twin(results, cmds, plots):
     e = r["energy"]
     device = ""
     if e.get("device_joules") is not None:
-        device = (f" Counting the twin's whole energy over the run, idle included ({fmt(e['device_joules'], 0)} J, "
-                  f"mean {fmt(e['avg_power_watts'])} W): {fmt(e['device_output_tokens_per_joule'], 3)} tokens/J.")
+        device = (f" By the twin's own energy counter ({fmt(e['device_joules'], 0)} J: its GPU step time plus the "
+                  f"engine's idle gaps, the steps' CPU time not being GPU time): "
+                  f"{fmt(e['device_output_tokens_per_joule'], 3)} tokens/J; the twin's sampled power averaged "
+                  f"{fmt(e['avg_power_watts'])} W.")
     lines = [
         "### An envelope scenario on the H100 twin (`bench serve --envelope-scenario`)",
         "",
@@ -173,7 +175,7 @@ def section_sweep(results, cmds, plots):
     s = load(results / "sweep" / "sweep-cap.json")
     if s is None:
         return []
-    rows = ["| cap (W) | ok/failed | output tok/s | p99 E2EL (ms) | tok/J (requests) | tok/J (device, idle included) | mean W | on the front |",
+    rows = ["| cap (W) | ok/failed | output tok/s | p99 E2EL (ms) | tok/J (requests) | tok/J (twin's counter, idle gaps included) | mean W | on the front |",
             "|---|---|---|---|---|---|---|---|"]
     for r in s["rows"]:
         rows.append(f"| {r['value']:.0f} | {r['completed']}/{r['failed']} | {fmt(r['output_throughput'])} | "

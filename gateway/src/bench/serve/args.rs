@@ -57,8 +57,9 @@ pub enum EnergySourceArg {
     /// A sensor on this machine, sampled by the benchmark: NVML, else RAPL, else gridserve's CPU
     /// estimate over the whole system (for a server on this machine, e.g. llama.cpp's).
     Local,
-    /// The power feed's energy counter over the run: the whole device with its idle time
-    /// (gridserve's `/v1/grid/status` devices, the Prometheus feed, or the local sensor).
+    /// The power feed's energy counter over the run (gridserve's `/v1/grid/status` devices,
+    /// the Prometheus feed, or the local sensor): a real device's whole energy, idle included;
+    /// the twin's GPU step time plus the engine's idle gaps.
     Device,
     /// Report no energy.
     None,

@@ -80,7 +80,7 @@ pub fn write(stem: &Path, r: &RunResult) -> Result<Vec<PathBuf>, GatewayError> {
     };
     let fail = |e: String| GatewayError::Bench(format!("plotting: {e}"));
     let mut files = Vec::new();
-    let title = format!("{}: {}, energy {}", r.label, r.model, r.energy.source);
+    let title = format!("{}: {}, energy from {}", r.label, r.model, r.energy.source);
     files.extend(plots::power_timeline(&with("-power"), &title, &timeline(r)).map_err(fail)?);
     if r.summary.completed > 0 {
         let ttft = cdfs(r, |o| o.ttft_s);
@@ -110,7 +110,7 @@ mod tests {
         };
         // Tokens at 0.5, 0.75, 1.0, 1.25, 1.5.
         assert_eq!(
-            throughput_at(&[o.clone()], &[0.4, 1.0, 1.5, 3.0], 1.0),
+            throughput_at(std::slice::from_ref(&o), &[0.4, 1.0, 1.5, 3.0], 1.0),
             vec![0.0, 3.0, 4.0, 0.0]
         );
         // Over 2 s: all five tokens fall in (-0.5, 1.5].

@@ -82,7 +82,7 @@ fn plain_ids(tok: &TextTokenizer) -> Vec<u32> {
     (0..tok.vocab_size() as u32)
         .filter(|&id| {
             tok.id_to_piece(id)
-                .is_some_and(|p| !p.is_empty() && !(p.starts_with('<') && p.ends_with('>')))
+                .is_some_and(|p| !(p.is_empty() || p.starts_with('<') && p.ends_with('>')))
         })
         .collect()
 }

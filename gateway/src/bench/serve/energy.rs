@@ -43,8 +43,10 @@ pub struct EnergyReport {
     pub usage_joules: Option<f64>,
     pub counter_joules: Option<f64>,
     pub local_joules: Option<f64>,
-    /// The power feed's own energy counter over the run: the whole device, idle included
-    /// (gridserve's per-request and Prometheus figures count the engine's steps only).
+    /// The power feed's own energy counter over the run. For a real sensor, everything the
+    /// device drew, idle included (gridserve's per-request and Prometheus figures count the
+    /// engine's steps only); for the twin, its GPU step time plus the engine's idle gaps (the
+    /// CPU's step time is not GPU time, so the twin's mean watts × wall time exceed it).
     pub device_joules: Option<f64>,
     pub device_output_tokens_per_joule: Option<f64>,
 }
@@ -142,7 +144,7 @@ pub fn report(
             (
                 j,
                 "device".to_string(),
-                format!("the power feed's energy counter ({feed}), idle included"),
+                format!("the power feed's energy counter ({feed})"),
             )
         }),
         EnergySourceArg::None => None,

@@ -164,14 +164,10 @@ fn render_energy(out: &mut String, e: &EnergyReport) {
         opt(e.output_tokens_per_joule, 3),
     );
     if e.source != "device" && e.device_joules.is_some() {
+        line(out, "Device energy counter (J):", opt(e.device_joules, 2));
         line(
             out,
-            "Device energy, idle included (J):",
-            opt(e.device_joules, 2),
-        );
-        line(
-            out,
-            "Device output tokens per joule:",
+            "Device-counter tokens per joule:",
             opt(e.device_output_tokens_per_joule, 3),
         );
     }

@@ -73,7 +73,7 @@ pub struct SweepRow {
     pub output_throughput: f64,
     pub p99_latency_ms: f64,
     pub output_tokens_per_joule: Option<f64>,
-    /// Over the device's energy, idle included (when the power feed has a counter).
+    /// Over the power feed's device energy counter (see `EnergyReport::device_joules`).
     pub device_output_tokens_per_joule: Option<f64>,
     pub avg_power_watts: Option<f64>,
     pub energy_source: String,
