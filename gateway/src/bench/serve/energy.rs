@@ -92,63 +92,8 @@ pub fn report(
     duration_s: f64,
     inputs: &EnergyInputs,
 ) -> EnergyReport {
-    let usage = usage_joules(outcomes);
-    let counter = counter_joules(inputs);
-    let device = feed_joules(inputs);
-    let local = device.filter(|_| inputs.local_source.is_some());
-    let local_name = inputs.local_source.map(|(name, _)| name);
-    let local_measured = inputs.local_source.is_some_and(|(_, m)| m);
-    let from_usage = || {
-        usage.clone().map(|(j, label)| {
-            let by = label.map_or(String::new(), |l| format!(", the server's source: {l}"));
-            (
-                j,
-                "usage".to_string(),
-                format!("per-request usage.energy_joules{by}"),
-            )
-        })
-    };
-    let from_counter = || {
-        counter.map(|(j, kind)| {
-            let what = if kind == "dcgm" {
-                "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
-            } else {
-                "gridserve_energy_joules_total"
-            };
-            (
-                j,
-                format!("prometheus:{kind}"),
-                format!("{what}, before/after delta"),
-            )
-        })
-    };
-    let from_local = |measured_only: bool| {
-        let name = local_name?;
-        (!measured_only || local_measured).then_some(())?;
-        let j = local?;
-        Some((
-            j,
-            format!("local:{name}"),
-            format!("this machine's {name} sensor, whole system"),
-        ))
-    };
-    let chosen = match choice {
-        EnergySourceArg::Auto => from_usage()
-            .or_else(from_counter)
-            .or_else(|| from_local(true)),
-        EnergySourceArg::Usage => from_usage(),
-        EnergySourceArg::Metrics => from_counter(),
-        EnergySourceArg::Local => from_local(false),
-        EnergySourceArg::Device => device.map(|j| {
-            let feed = inputs.power_source.clone().unwrap_or_default();
-            (
-                j,
-                "device".to_string(),
-                format!("the power feed's energy counter ({feed})"),
-            )
-        }),
-        EnergySourceArg::None => None,
-    };
+    let f = Figures::of(outcomes, inputs);
+    let chosen = f.choose(choice, inputs);
     let powers: Vec<f64> = inputs
         .samples
         .iter()
@@ -156,14 +101,15 @@ pub fn report(
         .collect();
     let mut sorted = powers.clone();
     sorted.sort_by(f64::total_cmp);
-    let total = chosen.as_ref().map(|c| c.0);
+    let total = chosen.as_ref().map(|c| c.joules);
     let avg_power = (!powers.is_empty())
         .then(|| powers.iter().sum::<f64>() / powers.len() as f64)
         .or_else(|| total.filter(|_| duration_s > 0.0).map(|j| j / duration_s));
-    let (source, detail) = match &chosen {
-        Some((_, s, d)) => (s.clone(), d.clone()),
+    let (source, detail) = match chosen {
+        Some(c) => (c.source, c.detail),
         None => ("none".to_string(), why_none(choice, inputs)),
     };
+    let per_joule = |j: Option<f64>| j.filter(|j| *j > 0.0).map(|j| output_tokens as f64 / j);
     EnergyReport {
         source,
         detail,
@@ -171,17 +117,98 @@ pub fn report(
         joules_per_output_token: total
             .filter(|_| output_tokens > 0)
             .map(|j| j / output_tokens as f64),
-        output_tokens_per_joule: total.filter(|j| *j > 0.0).map(|j| output_tokens as f64 / j),
+        output_tokens_per_joule: per_joule(total),
         avg_power_watts: avg_power,
         p99_power_watts: (!sorted.is_empty()).then(|| percentile_linear(&sorted, 99.0)),
         power_source: inputs.power_source.clone(),
-        usage_joules: usage.map(|u| u.0),
-        counter_joules: counter.map(|c| c.0),
-        local_joules: local,
-        device_joules: device,
-        device_output_tokens_per_joule: device
-            .filter(|j| *j > 0.0)
-            .map(|j| output_tokens as f64 / j),
+        usage_joules: f.usage.map(|u| u.0),
+        counter_joules: f.counter.map(|c| c.0),
+        local_joules: f.local,
+        device_joules: f.device,
+        device_output_tokens_per_joule: per_joule(f.device),
+    }
+}
+
+/// One source's total and how to name it.
+struct Chosen {
+    joules: f64,
+    source: String,
+    detail: String,
+}
+
+/// What each source measured.
+struct Figures {
+    /// Joules and the server's own label for them.
+    usage: Option<(f64, Option<String>)>,
+    counter: Option<(f64, &'static str)>,
+    device: Option<f64>,
+    local: Option<f64>,
+}
+
+impl Figures {
+    fn of(outcomes: &[RequestOutcome], inputs: &EnergyInputs) -> Figures {
+        let device = feed_joules(inputs);
+        Figures {
+            usage: usage_joules(outcomes),
+            counter: counter_joules(inputs),
+            device,
+            local: device.filter(|_| inputs.local_source.is_some()),
+        }
+    }
+
+    fn choose(&self, choice: EnergySourceArg, inputs: &EnergyInputs) -> Option<Chosen> {
+        let chosen = |joules, source: String, detail: String| Chosen {
+            joules,
+            source,
+            detail,
+        };
+        let from_usage = || {
+            self.usage.clone().map(|(j, label)| {
+                let by = label.map_or(String::new(), |l| format!(", the server's source: {l}"));
+                chosen(
+                    j,
+                    "usage".into(),
+                    format!("per-request usage.energy_joules{by}"),
+                )
+            })
+        };
+        let from_counter = || {
+            self.counter.map(|(j, kind)| {
+                let what = if kind == "dcgm" {
+                    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
+                } else {
+                    "gridserve_energy_joules_total"
+                };
+                chosen(
+                    j,
+                    format!("prometheus:{kind}"),
+                    format!("{what}, before/after delta"),
+                )
+            })
+        };
+        let from_local = |measured_only: bool| {
+            let (name, measured) = inputs.local_source?;
+            (!measured_only || measured).then_some(())?;
+            let detail = format!("this machine's {name} sensor, whole system");
+            Some(chosen(self.local?, format!("local:{name}"), detail))
+        };
+        match choice {
+            EnergySourceArg::Auto => from_usage()
+                .or_else(from_counter)
+                .or_else(|| from_local(true)),
+            EnergySourceArg::Usage => from_usage(),
+            EnergySourceArg::Metrics => from_counter(),
+            EnergySourceArg::Local => from_local(false),
+            EnergySourceArg::Device => self.device.map(|j| {
+                let feed = inputs.power_source.clone().unwrap_or_default();
+                chosen(
+                    j,
+                    "device".into(),
+                    format!("the power feed's energy counter ({feed})"),
+                )
+            }),
+            EnergySourceArg::None => None,
+        }
     }
 }
 

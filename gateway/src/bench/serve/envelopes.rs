@@ -95,6 +95,7 @@ pub struct Posted {
 }
 
 /// The grid API, for posting and cancelling the scenario's envelopes.
+#[derive(Clone)]
 pub struct GridClient {
     pub client: reqwest::Client,
     pub base: String,

@@ -287,26 +287,44 @@ fn summary_keys(map: &mut Map<String, Value>, s: &Summary, metrics: &[Metric]) {
 /// The JSON result: vLLM's keys, then the energy keys and gridserve's blocks.
 pub fn to_json(r: &RunResult) -> Value {
     let mut map = Map::new();
-    let rate = if r.request_rate.is_finite() {
-        json!(r.request_rate)
+    header_keys(&mut map, r);
+    summary_keys(&mut map, &r.summary, &r.metrics);
+    per_request_keys(&mut map, &r.outcomes);
+    energy_keys(&mut map, &r.energy);
+    let tiers: Map<String, Value> = r
+        .tiers
+        .iter()
+        .map(|(t, s)| {
+            let mut m = Map::new();
+            summary_keys(&mut m, s, &r.metrics);
+            (t.clone(), Value::Object(m))
+        })
+        .collect();
+    map.insert("tiers".into(), Value::Object(tiers));
+    map.insert("envelope_compliance".into(), json!(r.compliance));
+    map.insert("power_samples".into(), json!(r.samples));
+    Value::Object(map)
+}
+
+/// A rate or burstiness as vLLM writes it (`"inf"` for infinity, which JSON cannot hold).
+fn finite_or_inf(v: f64) -> Value {
+    if v.is_finite() {
+        json!(v)
     } else {
         json!("inf")
-    };
-    let burst = if r.burstiness.is_finite() {
-        json!(r.burstiness)
+    }
+}
+
+/// What was run against what.
+fn header_keys(map: &mut Map<String, Value>, r: &RunResult) {
+    let endpoint_type = if r.endpoint.contains("chat") {
+        "openai-chat"
     } else {
-        json!("inf")
+        "openai"
     };
     for (k, v) in [
         ("date", json!(r.date)),
-        (
-            "endpoint_type",
-            json!(if r.endpoint.contains("chat") {
-                "openai-chat"
-            } else {
-                "openai"
-            }),
-        ),
+        ("endpoint_type", json!(endpoint_type)),
         ("backend", json!("openai")),
         ("label", json!(r.label)),
         ("base_url", json!(r.base_url)),
@@ -315,55 +333,38 @@ pub fn to_json(r: &RunResult) -> Value {
         ("tokenizer_id", json!(r.tokenizer)),
         ("dataset_name", json!(r.dataset)),
         ("num_prompts", json!(r.num_prompts)),
-        ("request_rate", rate),
-        ("burstiness", burst),
+        ("request_rate", finite_or_inf(r.request_rate)),
+        ("burstiness", finite_or_inf(r.burstiness)),
         ("max_concurrency", json!(r.max_concurrency)),
         ("duration", json!(r.duration_s)),
     ] {
         map.insert(k.into(), v);
     }
-    summary_keys(&mut map, &r.summary, &r.metrics);
-    let o = &r.outcomes;
-    map.insert(
-        "input_lens".into(),
-        json!(o.iter().map(|o| o.prompt_tokens).collect::<Vec<_>>()),
-    );
-    map.insert(
-        "output_lens".into(),
-        json!(o.iter().map(|o| o.output_tokens).collect::<Vec<_>>()),
-    );
-    map.insert(
-        "ttfts".into(),
-        json!(o.iter().map(|o| o.ttft_s).collect::<Vec<_>>()),
-    );
-    map.insert(
-        "itls".into(),
-        json!(o.iter().map(|o| &o.itl_s).collect::<Vec<_>>()),
-    );
-    map.insert(
-        "latencies".into(),
-        json!(o.iter().map(|o| o.latency_s).collect::<Vec<_>>()),
-    );
-    map.insert(
-        "start_times".into(),
-        json!(o.iter().map(|o| o.start_s).collect::<Vec<_>>()),
-    );
-    map.insert(
-        "errors".into(),
-        json!(o
-            .iter()
-            .map(|o| o.error.clone().unwrap_or_default())
-            .collect::<Vec<_>>()),
-    );
-    map.insert(
-        "priorities".into(),
-        json!(o.iter().map(|o| o.tier).collect::<Vec<_>>()),
-    );
-    map.insert(
-        "request_energy_joules".into(),
-        json!(o.iter().map(|o| o.energy_joules).collect::<Vec<_>>()),
-    );
-    let e = &r.energy;
+}
+
+/// One list per figure, one entry per request in sending order (vLLM's per-request keys).
+fn per_request_keys(map: &mut Map<String, Value>, o: &[RequestOutcome]) {
+    let list = |f: &dyn Fn(&RequestOutcome) -> Value| Value::Array(o.iter().map(f).collect());
+    for (k, v) in [
+        ("input_lens", list(&|o| json!(o.prompt_tokens))),
+        ("output_lens", list(&|o| json!(o.output_tokens))),
+        ("ttfts", list(&|o| json!(o.ttft_s))),
+        ("itls", list(&|o| json!(o.itl_s))),
+        ("latencies", list(&|o| json!(o.latency_s))),
+        ("start_times", list(&|o| json!(o.start_s))),
+        (
+            "errors",
+            list(&|o| json!(o.error.clone().unwrap_or_default())),
+        ),
+        ("priorities", list(&|o| json!(o.tier))),
+        ("request_energy_joules", list(&|o| json!(o.energy_joules))),
+    ] {
+        map.insert(k.into(), v);
+    }
+}
+
+/// The energy figures, flat (for tools that read vLLM-style keys) and as one block.
+fn energy_keys(map: &mut Map<String, Value>, e: &EnergyReport) {
     for (k, v) in [
         ("energy_source", json!(e.source)),
         ("total_energy_joules", json!(e.total_joules)),
@@ -383,19 +384,6 @@ pub fn to_json(r: &RunResult) -> Value {
     ] {
         map.insert(k.into(), v);
     }
-    let tiers: Map<String, Value> = r
-        .tiers
-        .iter()
-        .map(|(t, s)| {
-            let mut m = Map::new();
-            summary_keys(&mut m, s, &r.metrics);
-            (t.clone(), Value::Object(m))
-        })
-        .collect();
-    map.insert("tiers".into(), Value::Object(tiers));
-    map.insert("envelope_compliance".into(), json!(r.compliance));
-    map.insert("power_samples".into(), json!(r.samples));
-    Value::Object(map)
 }
 
 #[cfg(test)]

@@ -197,9 +197,17 @@ async fn power_feed(
     (PowerFeed::None, None, None)
 }
 
-/// Runs the benchmark and returns everything it measured.
-pub async fn run(args: &BenchServeArgs, ctx: &RunContext) -> Result<RunResult, GatewayError> {
-    let plan = plan(args, ctx)?;
+/// The server, reached and checked: where requests go and the grid API beside it.
+struct Connected {
+    client: reqwest::Client,
+    base: String,
+    target: Target,
+    grid: GridClient,
+}
+
+/// Finds the model, checks the grid API when a scenario needs it, and sends one test request
+/// (as vLLM does) so a wrong URL, model or key fails before the run, not as 1000 failures.
+async fn connect(args: &BenchServeArgs, plan: &Plan) -> Result<Connected, GatewayError> {
     let client = http_client(args)?;
     let base = base_url(&args.base_url);
     let model = match &args.model {
@@ -210,7 +218,7 @@ pub async fn run(args: &BenchServeArgs, ctx: &RunContext) -> Result<RunResult, G
         client: client.clone(),
         url: format!("{base}{}", args.endpoint.path()),
         endpoint: args.endpoint,
-        model: model.clone(),
+        model,
         ignore_eos: args.ignore_eos,
         temperature: args.temperature,
     };
@@ -231,28 +239,47 @@ pub async fn run(args: &BenchServeArgs, ctx: &RunContext) -> Result<RunResult, G
         )));
     }
     eprintln!("Initial test run completed. Starting main benchmark run...");
+    Ok(Connected {
+        client,
+        base,
+        target,
+        grid,
+    })
+}
+
+/// What the timed part of the run produced.
+struct Measured {
+    outcomes: Vec<RequestOutcome>,
+    duration_s: f64,
+    posted: Vec<envelopes::Posted>,
+    samples: Vec<super::probe::ProbeSample>,
+    energy: EnergyInputs,
+}
+
+/// The timed run: the load, the power feed and the scenario's posts side by side; Ctrl-C stops
+/// it (the scenario's last envelope is still cancelled).
+async fn measure(
+    args: &BenchServeArgs,
+    ctx: &RunContext,
+    plan: &Plan,
+    c: &Connected,
+) -> Result<Measured, GatewayError> {
     let metrics_url = args
         .energy_metrics_url
         .clone()
-        .unwrap_or(format!("{base}/metrics"));
+        .unwrap_or(format!("{}/metrics", c.base));
     let (feed, local_source, power_source) =
-        power_feed(args, ctx, &client, &base, &metrics_url).await;
-    let counter_before = scrape_counter(&client, &metrics_url).await;
-
+        power_feed(args, ctx, &c.client, &c.base, &metrics_url).await;
+    let counter_before = scrape_counter(&c.client, &metrics_url).await;
     let t0 = Instant::now();
     let probe = Probe::spawn(feed, Duration::from_millis(args.sample_interval_ms), t0);
     let (done_tx, done_rx) = watch::channel(false);
     let driver = plan.scenario.clone().map(|scenario| {
-        let grid = GridClient {
-            client: grid.client.clone(),
-            base: grid.base.clone(),
-            operator_token: grid.operator_token.clone(),
-        };
+        let grid = c.grid.clone();
         tokio::spawn(async move { envelopes::drive(&grid, &scenario, t0, done_rx).await })
     });
-    let load = send_all(args, &plan, &target, t0);
     let outcomes = tokio::select! {
-        outcomes = load => Ok(outcomes),
+        outcomes = send_all(args, plan, &c.target, t0) => Ok(outcomes),
         _ = tokio::signal::ctrl_c() => Err(GatewayError::Bench("interrupted".into())),
     };
     let duration_s = t0.elapsed().as_secs_f64();
@@ -263,46 +290,59 @@ pub async fn run(args: &BenchServeArgs, ctx: &RunContext) -> Result<RunResult, G
     };
     let samples = probe.stop().await;
     let outcomes = outcomes?;
-    let counter_after = scrape_counter(&client, &metrics_url).await;
-    let summary = stats::summarize(&outcomes, duration_s, &plan.percentiles, &plan.goodput);
-    let inputs = EnergyInputs {
+    let energy = EnergyInputs {
         samples: samples.clone(),
         local_source,
         counter_before,
-        counter_after,
+        counter_after: scrape_counter(&c.client, &metrics_url).await,
         power_source,
     };
+    Ok(Measured {
+        outcomes,
+        duration_s,
+        posted,
+        samples,
+        energy,
+    })
+}
+
+/// Runs the benchmark and returns everything it measured.
+pub async fn run(args: &BenchServeArgs, ctx: &RunContext) -> Result<RunResult, GatewayError> {
+    let plan = plan(args, ctx)?;
+    let connected = connect(args, &plan).await?;
+    let m = measure(args, ctx, &plan, &connected).await?;
+    let summary = stats::summarize(&m.outcomes, m.duration_s, &plan.percentiles, &plan.goodput);
     let energy = energy::report(
         args.energy_source,
-        &outcomes,
+        &m.outcomes,
         summary.total_output_tokens,
-        duration_s,
-        &inputs,
+        m.duration_s,
+        &m.energy,
     );
     let compliance = plan
         .scenario
         .as_ref()
-        .map(|s| envelopes::compliance(s, &posted, &samples, &outcomes, duration_s));
+        .map(|s| envelopes::compliance(s, &m.posted, &m.samples, &m.outcomes, m.duration_s));
     Ok(RunResult {
         label: args.label.clone().unwrap_or("gridserve-bench".into()),
-        base_url: base,
+        base_url: connected.base,
         endpoint: args.endpoint.path(),
-        model,
+        model: connected.target.model,
         tokenizer: plan.tokenizer.clone(),
         dataset: format!("{:?}", args.dataset_name).to_lowercase(),
         num_prompts: plan.requests.len(),
         request_rate: args.request_rate,
         burstiness: args.burstiness,
         max_concurrency: args.max_concurrency,
-        duration_s,
-        tiers: tier_summaries(&outcomes, duration_s, &plan),
+        duration_s: m.duration_s,
+        tiers: tier_summaries(&m.outcomes, m.duration_s, &plan),
         summary,
         metrics: plan.metrics,
         percentiles: plan.percentiles,
         energy,
         compliance,
-        outcomes,
-        samples,
+        outcomes: m.outcomes,
+        samples: m.samples,
         date: utc_stamp(),
     })
 }
