@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the README's "Results" section from fresh runs on this machine (≈ 20 min on 2
+# Regenerates the README's "Results" section from fresh runs on this machine (≈ 10 min on 2
 # cores, after the one-time builds): the CPU table against llama.cpp (`bench peer`), the same
 # open-loop load against `gridserve serve` and `llama-server` (`bench serve`, energy from this
 # machine's sensor for both), an envelope scenario and a cap sweep on the H100 twin
