@@ -252,7 +252,7 @@ struct Measured {
     outcomes: Vec<RequestOutcome>,
     duration_s: f64,
     posted: Vec<envelopes::Posted>,
-    samples: Vec<super::probe::ProbeSample>,
+    /// Also holds the power feed's samples (`energy.samples`).
     energy: EnergyInputs,
 }
 
@@ -291,7 +291,7 @@ async fn measure(
     let samples = probe.stop().await;
     let outcomes = outcomes?;
     let energy = EnergyInputs {
-        samples: samples.clone(),
+        samples,
         local_source,
         counter_before,
         counter_after: scrape_counter(&c.client, &metrics_url).await,
@@ -301,7 +301,6 @@ async fn measure(
         outcomes,
         duration_s,
         posted,
-        samples,
         energy,
     })
 }
@@ -322,7 +321,7 @@ pub async fn run(args: &BenchServeArgs, ctx: &RunContext) -> Result<RunResult, G
     let compliance = plan
         .scenario
         .as_ref()
-        .map(|s| envelopes::compliance(s, &m.posted, &m.samples, &m.outcomes, m.duration_s));
+        .map(|s| envelopes::compliance(s, &m.posted, &m.energy.samples, &m.outcomes, m.duration_s));
     Ok(RunResult {
         label: args.label.clone().unwrap_or("gridserve-bench".into()),
         base_url: connected.base,
@@ -342,7 +341,7 @@ pub async fn run(args: &BenchServeArgs, ctx: &RunContext) -> Result<RunResult, G
         energy,
         compliance,
         outcomes: m.outcomes,
-        samples: m.samples,
+        samples: m.energy.samples,
         date: utc_stamp(),
     })
 }
