@@ -12,6 +12,9 @@ pub enum KernelError {
     },
     #[error("{op}: {message}")]
     Invalid { op: &'static str, message: String },
+    /// A device that was asked for cannot be used (no GPU, no driver, a CPU-only build).
+    #[error("{0}")]
+    Device(String),
 }
 
 /// Checks a buffer's length; the kernels use this so a bad call is an error, not a panic.

@@ -50,6 +50,16 @@ impl RopeTable {
     pub fn head_dim(&self) -> usize {
         2 * self.half
     }
+
+    /// `[tokens, head_dim / 2]` cosines, row-major (what the CUDA kernel takes).
+    pub fn cos(&self) -> &[f32] {
+        &self.cos
+    }
+
+    /// `[tokens, head_dim / 2]` sines, row-major.
+    pub fn sin(&self) -> &[f32] {
+        &self.sin
+    }
 }
 
 /// Rotates every head of token `token`'s row `x` (`[heads, head_dim]`) with its table row.
@@ -69,6 +79,21 @@ pub fn rope_neox_row(x: &mut [f32], table: &RopeTable, token: usize) -> Result<(
 
 /// The scalar reference: rotates every head of one token (`x` is `[heads, head_dim]`) to
 /// position `pos`, computing the angles on the spot.
+/// Rotates every head of every token of `x` (`[tokens, heads, head_dim]`) with per-token
+/// `cos`/`sin` rows of `head_dim / 2` (a step's table, as the CUDA kernel takes it).
+pub fn rope_neox_rows(x: &mut [f32], cos: &[f32], sin: &[f32]) -> Result<(), KernelError> {
+    let half = cos.len();
+    if half == 0 || sin.len() != half {
+        return Err(KernelError::Invalid {
+            op: "rope",
+            message: format!("cos has {} values, sin {}", cos.len(), sin.len()),
+        });
+    }
+    check_heads(x.len(), 2 * half)?;
+    rotate_heads(x, cos, sin);
+    Ok(())
+}
+
 pub fn rope_neox_reference(x: &mut [f32], inv_freq: &[f64], pos: usize) -> Result<(), KernelError> {
     let half = inv_freq.len();
     check_heads(x.len(), 2 * half)?;
