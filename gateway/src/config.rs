@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gridserve_models::device::DeviceSpec;
 use gridserve_models::KvCacheOptions;
 use serde::Deserialize;
 
@@ -63,11 +64,18 @@ struct RawModel {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEngine {
+    /// Optional so configs written before it keep loading; `cpu` when absent.
+    #[serde(default = "default_device")]
+    device: String,
     threads: usize,
     kv_block_size: usize,
     kv_cache_mib: usize,
     max_seq_len: usize,
     step_budget: RawStepBudget,
+}
+
+fn default_device() -> String {
+    "cpu".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,12 +89,16 @@ struct RawStepBudget {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub path: PathBuf,
-    pub chat_template: PathBuf,
+    /// A Jinja file, or `None` for the template the model itself carries (`"model"` in the
+    /// config: GGUF `tokenizer.chat_template` or tokenizer_config.json's `chat_template`).
+    pub chat_template: Option<PathBuf>,
 }
 
 /// How the engine runs the model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineConfig {
+    /// Where the model runs: `cpu`, `cuda:N[,M..]` (one engine per GPU) or `auto`.
+    pub device: DeviceSpec,
     /// Model threads; 0 was resolved to the core count.
     pub threads: usize,
     pub kv: KvCacheOptions,
@@ -215,6 +227,10 @@ impl RawConfig {
         if e.step_budget.max_tokens == 0 || e.step_budget.max_seqs == 0 {
             return bad("step_budget", "max_tokens and max_seqs must be at least 1");
         }
+        let device: DeviceSpec = e
+            .device
+            .parse()
+            .map_err(|err| GatewayError::Config(format!("engine.device: {err}")))?;
         let threads = if e.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -253,9 +269,11 @@ impl RawConfig {
             credentials: Credentials::new(operator, api_keys).with_api_key_tiers(tiers),
             model: ModelConfig {
                 path: base.join(&self.model.path),
-                chat_template: base.join(&self.model.chat_template),
+                chat_template: (self.model.chat_template != Path::new("model"))
+                    .then(|| base.join(&self.model.chat_template)),
             },
             engine: EngineConfig {
+                device,
                 threads,
                 kv: KvCacheOptions {
                     block_size: e.kv_block_size,

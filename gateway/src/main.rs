@@ -29,6 +29,13 @@ struct Cli {
     /// Model file, overriding `model.path` in the config.
     #[arg(long, global = true, env = "GRIDSERVE_MODEL")]
     model: Option<PathBuf>,
+    /// Chat template, overriding `model.chat_template`: a Jinja file, or `model` for the one
+    /// the model carries.
+    #[arg(long, global = true, env = "GRIDSERVE_CHAT_TEMPLATE")]
+    chat_template: Option<PathBuf>,
+    /// Where the model runs, overriding `engine.device`: cpu, cuda:N[,M..] or auto.
+    #[arg(long, global = true, env = "GRIDSERVE_DEVICE")]
+    device: Option<gridserve_models::device::DeviceSpec>,
     /// Model threads, overriding `engine.threads` (0 = one per core).
     #[arg(long, global = true, env = "GRIDSERVE_THREADS")]
     threads: Option<usize>,
@@ -107,6 +114,13 @@ fn main() -> anyhow::Result<()> {
         Config::load(&cli.config).with_context(|| format!("loading {}", cli.config.display()))?;
     if let Some(model) = cli.model {
         config.model.path = model;
+    }
+    if let Some(template) = cli.chat_template {
+        config.model.chat_template =
+            (template != std::path::Path::new("model")).then_some(template);
+    }
+    if let Some(device) = cli.device {
+        config.engine.device = device;
     }
     if let Some(threads) = cli.threads {
         config.engine.threads = if threads == 0 {

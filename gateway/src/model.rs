@@ -3,8 +3,9 @@
 use std::time::{Duration, Instant};
 
 use gridserve_models::chat::{ChatMessage, ChatTemplate};
+use gridserve_models::device::{self, DeviceSpec};
 use gridserve_models::tokenizer::TextTokenizer;
-use gridserve_models::{load_gguf, LoadedModel};
+use gridserve_models::{load_model, LoadedModel, ModelError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::{EngineConfig, ModelConfig};
@@ -20,7 +21,7 @@ pub struct ServedModel {
 /// Loads the model; a progress bar appears on stderr if loading takes over a second.
 pub fn load(model: &ModelConfig, engine: &EngineConfig) -> Result<ServedModel, GatewayError> {
     let start = Instant::now();
-    let chat = ChatTemplate::from_file(&model.chat_template)?;
+    check_device(&engine.device)?;
     let bar = ProgressBar::hidden();
     bar.set_style(
         ProgressStyle::with_template("loading model {bar:30} {pos}/{len} layers {elapsed}")
@@ -33,13 +34,42 @@ pub fn load(model: &ModelConfig, engine: &EngineConfig) -> Result<ServedModel, G
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let loaded = load_gguf(&model.path, &engine.kv, &mut progress)?;
+    let loaded = load_model(&model.path, &engine.kv, &mut progress)?;
     bar.finish_and_clear();
+    let chat = match (&model.chat_template, &loaded.chat_template) {
+        (Some(path), _) => ChatTemplate::from_file(path)?,
+        (None, Some(source)) => ChatTemplate::from_source(source.clone())?,
+        (None, None) => {
+            return Err(GatewayError::Config(format!(
+                "model.chat_template = \"model\", but {} carries no chat template",
+                model.path.display()
+            )))
+        }
+    };
     Ok(ServedModel {
         loaded,
         chat,
         load_time: start.elapsed(),
     })
+}
+
+/// Opens the configured devices before any weight is read, so a missing GPU (or a CPU-only
+/// build asked for one) is reported at once, naming the device.
+fn check_device(spec: &DeviceSpec) -> Result<(), GatewayError> {
+    let devices = device::resolve(spec).map_err(ModelError::from)?;
+    if let Some(gpu) = devices.iter().find(|d| !d.is_cpu()) {
+        // The CUDA kernels and ops exist (kernels/src/ops) and pass parity on the CPU; the
+        // model forward that runs on them on a GPU does not exist yet, so say so plainly
+        // rather than run on the CPU under a GPU's name.
+        return Err(GatewayError::Config(format!(
+            "engine.device = {spec}: {gpu:?} opened, but the CUDA model backend is not built \
+             yet; use --device cpu"
+        )));
+    }
+    if *spec == DeviceSpec::Auto {
+        tracing::info!("device auto: no usable GPU, running on the CPU");
+    }
+    Ok(())
 }
 
 impl ServedModel {

@@ -12,7 +12,7 @@ pub enum ModelError {
     },
     #[error("model file: {0}")]
     Format(String),
-    #[error("unsupported model architecture `{0}` (supported: gemma3)")]
+    #[error("unsupported model architecture `{0}` (supported: gemma3, llama, qwen2)")]
     UnsupportedArch(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -91,6 +91,25 @@ impl KvStorage {
         2 * layers * kv_heads * head_dim * std::mem::size_of::<f32>()
     }
 
+    /// One layer's K and V as the attention kernel reads them.
+    pub fn layer(&self, layer: usize) -> gridserve_kernels::cpu::PagedKv<'_> {
+        gridserve_kernels::cpu::PagedKv {
+            k: &self.k[layer],
+            v: &self.v[layer],
+            block_size: self.block_size,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+        }
+    }
+
+    /// Writes one token's K and V rows (`kv_heads * head_dim` each) at its position.
+    pub fn store(&mut self, layer: usize, table: &[u32], pos: usize, k: &[f32], v: &[f32]) {
+        let off = self.offset(table, pos);
+        let n = k.len();
+        self.k[layer][off..off + n].copy_from_slice(k);
+        self.v[layer][off..off + n].copy_from_slice(v);
+    }
+
     /// Offset of position `pos` of a sequence with `table` in a layer's K or V vector.
     pub fn offset(&self, table: &[u32], pos: usize) -> usize {
         let block = table[pos / self.block_size] as usize;

@@ -1,4 +1,4 @@
-//! gridserve's model layer: loading (GGUF), tokenizer, chat template, batched forward over
+//! gridserve's model layer: loading (GGUF, safetensors), tokenizers, chat template, batched forward over
 //! paged KV, and sampling. No HTTP and no power here.
 
 pub mod arch;
@@ -13,14 +13,18 @@ mod load;
 pub mod loader;
 pub mod pool;
 pub mod profile;
+pub mod safetensors;
 pub mod sampling;
 pub mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokenizer;
+pub mod tokenizer_bpe;
 
 pub use backend::{BackendInfo, ModelBackend, SeqId, SeqStep, StepBatch, StepOutput};
 pub use cpu_backend::{CpuBackend, KvCacheOptions};
 pub use error::ModelError;
+/// Device choice and probing (`--device`), from the kernels crate.
+pub use gridserve_kernels::device;
 pub use kv_cache::BlockAllocator;
-pub use load::{load_gguf, LoadedModel};
+pub use load::{load_gguf, load_model, load_safetensors, LoadedModel};

@@ -111,6 +111,29 @@ impl GgufFile {
         self.meta(key)?.to_vec().map_err(|e| self.bad(key, e))
     }
 
+    /// A string array (`tokenizer.ggml.tokens`, `.merges`).
+    pub fn meta_strings(&self, key: &str) -> Result<Vec<String>, ModelError> {
+        self.meta_array(key)?
+            .iter()
+            .map(|v| v.to_string().cloned().map_err(|e| self.bad(key, e)))
+            .collect()
+    }
+
+    /// An integer array (`tokenizer.ggml.token_type`).
+    pub fn meta_i32s(&self, key: &str) -> Result<Vec<i32>, ModelError> {
+        self.meta_array(key)?
+            .iter()
+            .map(|v| v.to_i32().map_err(|e| self.bad(key, e)))
+            .collect()
+    }
+
+    /// The chat template the file carries (`tokenizer.chat_template`), if any.
+    pub fn chat_template(&self) -> Option<String> {
+        self.meta_str("tokenizer.chat_template")
+            .ok()
+            .map(str::to_string)
+    }
+
     fn bad(&self, key: &str, e: impl std::fmt::Display) -> ModelError {
         ModelError::Format(format!("{}: metadata `{key}`: {e}", self.path.display()))
     }

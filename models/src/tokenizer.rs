@@ -217,6 +217,21 @@ impl TextTokenizer {
         })
     }
 
+    /// Wraps an already built tokenizer (byte-level BPE: `crate::tokenizer_bpe`).
+    pub(crate) fn from_parts(inner: Tokenizer, bos_id: u32, eos_id: u32, add_bos: bool) -> Self {
+        let n = inner.get_vocab_size(true);
+        let pieces = (0..n as u32)
+            .map(|id| inner.id_to_token(id).unwrap_or_default())
+            .collect();
+        Self {
+            inner,
+            pieces,
+            bos_id,
+            eos_id,
+            add_bos,
+        }
+    }
+
     /// Token ids for `text`; control-token spellings in `text` map to their ids.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, ModelError> {
         let enc = self

@@ -2,19 +2,19 @@
 //! and MLP, sliding-window attention on 5 of every 6 layers with their own RoPE base, and an
 //! output head tied to the embedding.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
 use candle_core::Tensor;
-use gridserve_kernels::cpu::{self as k, TaskRunner};
+use gridserve_kernels::cpu as k;
 
+use super::attention::{attend, AttnShape};
 use super::{token_slots, Architecture, KvLayout, TokenSlot};
 use crate::backend::{StepBatch, StepOutput};
 use crate::fused::FusedLinear;
 use crate::kv_cache::KvStorage;
 use crate::linear::QLinear;
 use crate::loader::{GgufFile, WeightSource};
-use crate::pool::StepPool;
 use crate::profile::{self, Stage};
 use crate::ModelError;
 
@@ -363,7 +363,12 @@ impl Gemma3 {
             self.rotate_and_store(l, layer_index, &mut q, &mut kk, &v, step, kv)
         })?;
         let att = profile::time(Stage::Attention, || {
-            self.attend(l, layer_index, &q, step, kv)
+            let shape = AttnShape {
+                heads: c.heads,
+                head_dim: c.head_dim,
+                window: l.window,
+            };
+            attend(&shape, &q, step.batch, &step.slots, &kv.layer(layer_index))
         })?;
         let o = l.o.forward(&att, n)?;
         profile::time(Stage::Elementwise, || {
@@ -403,54 +408,10 @@ impl Gemma3 {
         for (t, slot) in step.slots.iter().enumerate() {
             k::rope_neox_row(&mut q[t * q_dim..(t + 1) * q_dim], rope, t)?;
             k::rope_neox_row(&mut kk[t * kv_dim..(t + 1) * kv_dim], rope, t)?;
-            let off = kv.offset(&step.batch.seqs[slot.seq_index].block_table, slot.pos);
-            kv.k[layer_index][off..off + kv_dim].copy_from_slice(&kk[t * kv_dim..(t + 1) * kv_dim]);
-            kv.v[layer_index][off..off + kv_dim].copy_from_slice(&v[t * kv_dim..(t + 1) * kv_dim]);
+            let table = &step.batch.seqs[slot.seq_index].block_table;
+            let span = t * kv_dim..(t + 1) * kv_dim;
+            kv.store(layer_index, table, slot.pos, &kk[span.clone()], &v[span]);
         }
         Ok(())
-    }
-
-    /// Attention for every token of the step, tokens in parallel.
-    fn attend(
-        &self,
-        l: &Layer,
-        layer_index: usize,
-        q: &[f32],
-        step: &Step<'_>,
-        kv: &KvStorage,
-    ) -> Result<Vec<f32>, ModelError> {
-        let c = &self.cfg;
-        let q_dim = c.heads * c.head_dim;
-        let paged = k::PagedKv {
-            k: &kv.k[layer_index],
-            v: &kv.v[layer_index],
-            block_size: kv.block_size,
-            kv_heads: c.kv_heads,
-            head_dim: c.head_dim,
-        };
-        let scale = 1.0 / (c.head_dim as f32).sqrt();
-        let mut out = vec![0f32; q.len()];
-        // One lock per token: a safe way to hand each task its own output row through the
-        // pool's shared `Fn` (each is taken once, uncontended).
-        let rows: Vec<Mutex<&mut [f32]>> = out.chunks_mut(q_dim).map(Mutex::new).collect();
-        let failure: Mutex<Option<gridserve_kernels::KernelError>> = Mutex::new(None);
-        StepPool.run(step.slots.len(), &|t| {
-            let slot = &step.slots[t];
-            let query = k::PagedQuery {
-                q: &q[t * q_dim..(t + 1) * q_dim],
-                pos: slot.pos,
-                block_table: &step.batch.seqs[slot.seq_index].block_table,
-                window: l.window,
-            };
-            let mut row = rows[t].lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = k::paged_attention(&paged, &query, scale, &mut row) {
-                *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
-            }
-        });
-        drop(rows);
-        if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(e.into());
-        }
-        Ok(out)
     }
 }

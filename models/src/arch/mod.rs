@@ -1,6 +1,8 @@
 //! One file per model architecture; each turns a step batch into logits against paged KV.
 
+mod attention;
 pub mod gemma3;
+pub mod llama;
 
 use crate::backend::{StepBatch, StepOutput};
 use crate::kv_cache::KvStorage;

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The CUDA path, checked on a machine without a GPU (CI runs this from scripts/test.sh):
+#  1. installs nvcc from PyPI's CUDA 13.0 wheels into a cache outside the repo (once);
+#  2. compiles every kernels/cuda/*.cu to PTX and runs `ptxas -v` for sm_80 and sm_90,
+#     printing a register / shared-memory table and failing on any register spill;
+#  3. generates stub CUDA libraries (scripts/cuda_stubs.py) so `cuda` binaries link and start;
+#  4. builds the workspace with `--features cuda` (gridserve binary, kernels and models test
+#     binaries; the gateway's tests type-checked) and runs the kernel parity tests, whose CUDA
+#     halves print SKIPPED without a GPU;
+#  5. checks that a `cuda` gridserve asked for `--device cuda:0` fails with a clear message.
+# Env: GRIDSERVE_CUDA_DIR (the toolkit cache), CUDA_COMPUTE_CAP (PTX target, default 80).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+log() { printf '[check-cuda] %s\n' "$*" >&2; }
+
+# nvcc 13.0.x: its PTX (ISA 9.0) loads on R580+ drivers, the oldest that run CUDA 13 at all.
+cache="${GRIDSERVE_CUDA_DIR:-$HOME/.cache/gridserve/cuda-13.0}"
+cuda="$cache/nvidia/cu13"
+if [ ! -x "$cuda/bin/nvcc" ]; then
+  log "installing nvcc (CUDA 13.0 wheels from PyPI) into $cache"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$cache" \
+    nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 \
+    nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85
+fi
+export CUDA_HOME="$cuda" CUDA_PATH="$cuda" PATH="$cuda/bin:$PATH"
+export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}" CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-2}"
+nvcc --version | tail -1 >&2
+
+log "ptxas over kernels/cuda for sm_80 and sm_90"
+ptx_dir="$(mktemp -d)"
+trap 'rm -rf "$ptx_dir"' EXIT
+for cap in 80 90; do
+  for cu in kernels/cuda/*.cu; do
+    ptx="$ptx_dir/$(basename "${cu%.cu}")_$cap.ptx"
+    nvcc --ptx -O3 -std=c++17 -arch="compute_$cap" -o "$ptx" "$cu"
+    ptxas -v -arch="sm_$cap" -o /dev/null "$ptx" 2>&1
+  done
+done | python3 scripts/ptxas_table.py
+
+cargo fetch --quiet
+cudarc_src="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src | sort -V | tail -1)"
+stubs="$cuda/lib/stubs"
+python3 scripts/cuda_stubs.py "$cudarc_src" "$stubs" >&2
+export LD_LIBRARY_PATH="$stubs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+features="gridserve/cuda,gridserve-models/cuda,gridserve-kernels/cuda"
+log "cargo check --workspace --all-targets --features cuda"
+cargo check --workspace --all-targets --features "$features"
+log "cargo build: gridserve and the kernels/models test binaries, --features cuda"
+cargo build -p gridserve --bin gridserve --features "$features"
+log "kernel and model tests in the cuda build (CUDA halves skip without a GPU)"
+cargo test -p gridserve-kernels -p gridserve-models --lib --features "$features" -- --nocapture 2>&1 \
+  | grep -E "SKIPPED|test result|FAILED|panicked" || true
+cargo test -p gridserve-kernels -p gridserve-models --lib --features "$features" --quiet
+
+log "a cuda build without a GPU: --device cuda:0 must fail clearly, not panic"
+bin="${CARGO_TARGET_DIR:-target}/debug/gridserve"
+set +e
+out="$("$bin" serve --device cuda:0 --model /nonexistent.gguf 2>&1)"
+code=$?
+set -e
+echo "$out" | tail -3 >&2
+if [ "$code" -eq 0 ] || echo "$out" | grep -q "panicked"; then
+  log "FAIL: expected a clean error exit (got $code)"; exit 1
+fi
+echo "$out" | grep -q "cuda:0" || { log "FAIL: the error does not name cuda:0"; exit 1; }
+log "ok"
