@@ -4,9 +4,9 @@
 #  2. compiles every kernels/cuda/*.cu to PTX and runs `ptxas -v` for sm_80 and sm_90,
 #     printing a register / shared-memory table and failing on any register spill;
 #  3. generates stub CUDA libraries (scripts/cuda_stubs.py) so `cuda` binaries link and start;
-#  4. builds the workspace with `--features cuda` (gridserve binary, kernels and models test
-#     binaries; the gateway's tests type-checked) and runs the kernel parity tests, whose CUDA
-#     halves print SKIPPED without a GPU;
+#  4. builds with `--features cuda` the gridserve binary and the kernels and models test
+#     binaries (sharing ./target with scripts/test.sh, so only the crates the feature changes
+#     are rebuilt) and runs those tests: the parity tests' CUDA halves print SKIPPED without a GPU;
 #  5. checks that a `cuda` gridserve asked for `--device cuda:0` fails with a clear message.
 # Env: GRIDSERVE_CUDA_DIR (the toolkit cache), CUDA_COMPUTE_CAP (PTX target, default 80).
 set -euo pipefail
@@ -44,11 +44,9 @@ stubs="$cuda/lib/stubs"
 python3 scripts/cuda_stubs.py "$cudarc_src" "$stubs" >&2
 export LD_LIBRARY_PATH="$stubs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-features="gridserve/cuda,gridserve-models/cuda,gridserve-kernels/cuda"
-log "cargo check --workspace --all-targets --features cuda"
-cargo check --workspace --all-targets --features "$features"
+features="gridserve-models/cuda,gridserve-kernels/cuda"
 log "cargo build: gridserve and the kernels/models test binaries, --features cuda"
-cargo build -p gridserve --bin gridserve --features "$features"
+cargo build -p gridserve --bin gridserve --features cuda
 log "kernel and model tests in the cuda build (CUDA halves skip without a GPU)"
 cargo test -p gridserve-kernels -p gridserve-models --lib --features "$features" -- --nocapture 2>&1 \
   | grep -E "SKIPPED|test result|FAILED|panicked" || true

@@ -13,7 +13,6 @@ use gridserve_models::chat::ChatMessage;
 use gridserve_models::sampling::SamplingParams;
 use gridserve_models::stop::{StopMatcher, StopOutcome};
 use gridserve_models::tokenizer::DecodeStream;
-use gridserve_models::ModelBackend;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -52,7 +51,7 @@ pub fn run(config: &Config, args: &GenerateArgs) -> anyhow::Result<()> {
     let request = build_request(&served, args)?;
     let prompt_tokens = request.prompt.len();
     tracing::debug!(tokens = ?request.prompt, "prompt");
-    let backend = &mut served.loaded.backend;
+    let backend = served.loaded.backend.as_mut();
     let mut sched = Scheduler::new(backend.info());
     sched.add(0, request, Instant::now())?;
     let mut stream = DecodeStream::new(&served.loaded.tokenizer, true);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use gridserve_models::chat::{ChatMessage, ChatTemplate};
 use gridserve_models::device::{self, DeviceSpec};
 use gridserve_models::tokenizer::TextTokenizer;
-use gridserve_models::{load_model, LoadedModel, ModelError};
+use gridserve_models::{load_model_on, Device, LoadedModel, ModelError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::{EngineConfig, ModelConfig};
@@ -21,7 +21,7 @@ pub struct ServedModel {
 /// Loads the model; a progress bar appears on stderr if loading takes over a second.
 pub fn load(model: &ModelConfig, engine: &EngineConfig) -> Result<ServedModel, GatewayError> {
     let start = Instant::now();
-    check_device(&engine.device)?;
+    let target = open_device(&engine.device)?;
     let bar = ProgressBar::hidden();
     bar.set_style(
         ProgressStyle::with_template("loading model {bar:30} {pos}/{len} layers {elapsed}")
@@ -34,7 +34,7 @@ pub fn load(model: &ModelConfig, engine: &EngineConfig) -> Result<ServedModel, G
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     };
-    let loaded = load_model(&model.path, &engine.kv, &mut progress)?;
+    let loaded = load_model_on(&model.path, &target, &engine.kv, &mut progress)?;
     bar.finish_and_clear();
     let chat = match (&model.chat_template, &loaded.chat_template) {
         (Some(path), _) => ChatTemplate::from_file(path)?,
@@ -53,23 +53,28 @@ pub fn load(model: &ModelConfig, engine: &EngineConfig) -> Result<ServedModel, G
     })
 }
 
-/// Opens the configured devices before any weight is read, so a missing GPU (or a CPU-only
+/// Opens the configured device before any weight is read, so a missing GPU (or a CPU-only
 /// build asked for one) is reported at once, naming the device.
-fn check_device(spec: &DeviceSpec) -> Result<(), GatewayError> {
-    let devices = device::resolve(spec).map_err(ModelError::from)?;
-    if let Some(gpu) = devices.iter().find(|d| !d.is_cpu()) {
-        // The CUDA kernels and ops exist (kernels/src/ops) and pass parity on the CPU; the
-        // model forward that runs on them on a GPU does not exist yet, so say so plainly
-        // rather than run on the CPU under a GPU's name.
+fn open_device(spec: &DeviceSpec) -> Result<Device, GatewayError> {
+    let mut devices = device::resolve(spec).map_err(ModelError::from)?;
+    if devices.len() > 1 {
+        // One engine per GPU (data parallel, the node's cap split by the controller) is the
+        // design; the engine and controller run one device today.
         return Err(GatewayError::Config(format!(
-            "engine.device = {spec}: {gpu:?} opened, but the CUDA model backend is not built \
-             yet; use --device cpu"
+            "engine.device = {spec}: {} GPUs listed, but this gridserve runs one engine; \
+             list one GPU (e.g. cuda:0) per gridserve process",
+            devices.len()
         )));
     }
-    if *spec == DeviceSpec::Auto {
-        tracing::info!("device auto: no usable GPU, running on the CPU");
+    let device = devices.remove(0);
+    match (spec, device.is_cpu()) {
+        (DeviceSpec::Auto, true) => {
+            tracing::info!("device auto: no usable GPU, running on the CPU")
+        }
+        (_, false) => tracing::info!(device = %spec, "running the model on the GPU"),
+        _ => {}
     }
-    Ok(())
+    Ok(device)
 }
 
 impl ServedModel {

@@ -80,7 +80,7 @@ pub fn load_model(config: &Config) -> Result<ModelParts, GatewayError> {
     tracing::info!(model = %config.model.path.display(), load_s = served.load_time.as_secs_f64(), "model loaded");
     let (meter, power) = PowerParts::split(crate::power::detect(&config.power)?);
     Ok(ModelParts {
-        backend: Box::new(served.loaded.backend),
+        backend: served.loaded.backend,
         tokenizer: served.loaded.tokenizer,
         chat: served.chat,
         meter: Some(meter),

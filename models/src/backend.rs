@@ -114,6 +114,17 @@ pub trait ModelBackend: Send {
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, ModelError>;
 }
 
+/// A boxed backend (what loading returns) is a backend.
+impl<B: ModelBackend + ?Sized> ModelBackend for Box<B> {
+    fn info(&self) -> &BackendInfo {
+        (**self).info()
+    }
+
+    fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, ModelError> {
+        (**self).step(batch)
+    }
+}
+
 /// Checks a batch against a backend's limits before any work, so a bad plan is an error
 /// rather than an out-of-bounds write into another sequence's KV blocks.
 pub fn validate_batch(info: &BackendInfo, batch: &StepBatch) -> Result<(), ModelError> {

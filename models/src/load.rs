@@ -1,13 +1,17 @@
-//! Turns a model file (GGUF) or checkpoint directory (safetensors) into a ready backend and
-//! tokenizer, dispatching on its architecture.
+//! Turns a model file (GGUF) or checkpoint directory (safetensors) into a ready backend (CPU
+//! or device) and tokenizer, dispatching on its architecture.
 
 use std::path::Path;
 
+use candle_core::Device;
+
 use crate::arch::gemma3::{Gemma3, Gemma3Config};
-use crate::arch::llama::Llama;
+use crate::arch::llama::{Llama, LlamaConfig};
 use crate::arch::Architecture;
+use crate::backend::ModelBackend;
 use crate::cpu_backend::{CpuBackend, KvCacheOptions};
-use crate::loader::GgufFile;
+use crate::device_backend::{DeviceArch, DeviceBackend};
+use crate::loader::{GgufFile, WeightSource};
 use crate::safetensors::{self as st, HfCheckpoint};
 use crate::tokenizer::TextTokenizer;
 use crate::tokenizer_bpe;
@@ -16,7 +20,7 @@ use crate::ModelError;
 /// A loaded model: the backend that runs steps, the tokenizer for its vocabulary, and the
 /// chat template the model carries (GGUF `tokenizer.chat_template`, or tokenizer_config.json).
 pub struct LoadedModel {
-    pub backend: CpuBackend,
+    pub backend: Box<dyn ModelBackend>,
     pub tokenizer: TextTokenizer,
     pub chat_template: Option<String>,
 }
@@ -28,16 +32,28 @@ pub fn load_model(
     kv: &KvCacheOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadedModel, ModelError> {
+    load_model_on(path, &Device::Cpu, kv, progress)
+}
+
+/// Loads a model onto `device`: the CPU gets the slice-based `CpuBackend` (our SIMD kernels),
+/// any other device the tensor-based `DeviceBackend` (candle + our CUDA kernels).
+pub fn load_model_on(
+    path: &Path,
+    device: &Device,
+    kv: &KvCacheOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<LoadedModel, ModelError> {
     if path.is_dir() {
-        load_safetensors(path, kv, progress)
+        load_safetensors(path, device, kv, progress)
     } else {
-        load_gguf(path, kv, progress)
+        load_gguf(path, device, kv, progress)
     }
 }
 
-/// Loads a GGUF model (`gemma3`, `llama`, `qwen2`) for the CPU.
+/// Loads a GGUF model (`gemma3`, `llama`, `qwen2`).
 pub fn load_gguf(
     path: &Path,
+    device: &Device,
     kv: &KvCacheOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadedModel, ModelError> {
@@ -48,23 +64,37 @@ pub fn load_gguf(
         _ => TextTokenizer::from_spm_vocab(&file.spm_vocab()?)?,
     };
     let chat_template = file.chat_template();
-    let model: Box<dyn Architecture> = match arch.as_str() {
-        "gemma3" => {
+    let name = model_name(path);
+    let backend: Box<dyn ModelBackend> = match (arch.as_str(), device.is_cpu()) {
+        ("gemma3", cpu) => {
             let cfg = Gemma3Config::from_gguf(&file)?;
-            Box::new(Gemma3::load(cfg, &mut file, progress)?)
+            if cpu {
+                let model = Box::new(Gemma3::load(cfg, &mut file, progress)?);
+                cpu_backend(model, &tokenizer, name, kv)?
+            } else {
+                let arch = DeviceArch::Gemma3(&cfg);
+                device_backend(arch, &mut file, device, &tokenizer, name, kv)?
+            }
         }
-        "llama" | "qwen2" => {
-            let cfg = crate::arch::llama::LlamaConfig::from_gguf(&file, &arch)?;
-            Box::new(Llama::load(cfg, &mut file, progress)?)
+        ("llama" | "qwen2", cpu) => {
+            let cfg = LlamaConfig::from_gguf(&file, &arch)?;
+            if cpu {
+                let model = Box::new(Llama::load(cfg, &mut file, progress)?);
+                cpu_backend(model, &tokenizer, name, kv)?
+            } else {
+                let arch = DeviceArch::Llama(&cfg);
+                device_backend(arch, &mut file, device, &tokenizer, name, kv)?
+            }
         }
-        other => return Err(ModelError::UnsupportedArch(other.to_string())),
+        (other, _) => return Err(ModelError::UnsupportedArch(other.to_string())),
     };
-    finish(model, tokenizer, chat_template, model_name(path), kv)
+    finish(backend, tokenizer, chat_template)
 }
 
 /// Loads a Llama or Qwen2 checkpoint directory (config.json, safetensors, tokenizer.json).
 pub fn load_safetensors(
     dir: &Path,
+    device: &Device,
     kv: &KvCacheOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<LoadedModel, ModelError> {
@@ -80,27 +110,54 @@ pub fn load_safetensors(
     })?;
     let tokenizer = tokenizer_bpe::from_hf(&json, &ckpt.tokenizer_config, &ckpt.config)?;
     let cfg = st::llama_config(&ckpt.config)?;
-    let model = Box::new(Llama::load(cfg, &mut ckpt.weights, progress)?);
     let template = ckpt.chat_template();
-    finish(model, tokenizer, template, model_name(dir), kv)
+    let name = model_name(dir);
+    let backend = if device.is_cpu() {
+        let model = Box::new(Llama::load(cfg, &mut ckpt.weights, progress)?);
+        cpu_backend(model, &tokenizer, name, kv)?
+    } else {
+        let arch = DeviceArch::Llama(&cfg);
+        device_backend(arch, &mut ckpt.weights, device, &tokenizer, name, kv)?
+    };
+    finish(backend, tokenizer, template)
+}
+
+fn cpu_backend(
+    model: Box<dyn Architecture>,
+    tokenizer: &TextTokenizer,
+    name: String,
+    kv: &KvCacheOptions,
+) -> Result<Box<dyn ModelBackend>, ModelError> {
+    let eos = tokenizer_bpe::stop_ids(tokenizer);
+    Ok(Box::new(CpuBackend::new(model, name, eos, kv)?))
+}
+
+fn device_backend(
+    arch: DeviceArch<'_>,
+    src: &mut dyn WeightSource,
+    device: &Device,
+    tokenizer: &TextTokenizer,
+    name: String,
+    kv: &KvCacheOptions,
+) -> Result<Box<dyn ModelBackend>, ModelError> {
+    let eos = tokenizer_bpe::stop_ids(tokenizer);
+    Ok(Box::new(DeviceBackend::load(
+        arch, src, device, name, eos, kv,
+    )?))
 }
 
 fn finish(
-    model: Box<dyn Architecture>,
+    backend: Box<dyn ModelBackend>,
     tokenizer: TextTokenizer,
     chat_template: Option<String>,
-    name: String,
-    kv: &KvCacheOptions,
 ) -> Result<LoadedModel, ModelError> {
-    if tokenizer.vocab_size() > model.vocab_size() {
+    let vocab = backend.info().vocab_size;
+    if tokenizer.vocab_size() > vocab {
         return Err(ModelError::Format(format!(
-            "the tokenizer has {} tokens, the model's embedding {}",
-            tokenizer.vocab_size(),
-            model.vocab_size()
+            "the tokenizer has {} tokens, the model's embedding {vocab}",
+            tokenizer.vocab_size()
         )));
     }
-    let eos = tokenizer_bpe::stop_ids(&tokenizer);
-    let backend = CpuBackend::new(model, name, eos, kv)?;
     Ok(LoadedModel {
         backend,
         tokenizer,

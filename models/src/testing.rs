@@ -33,8 +33,14 @@ pub fn tiny_gemma3_config() -> Gemma3Config {
 
 pub const TINY_VOCAB: usize = 96;
 
-/// The tiny model's weights; the same seed gives the same model.
+/// The tiny model; the same seed gives the same model.
 pub fn tiny_gemma3(seed: u64) -> Result<Gemma3, ModelError> {
+    let mut w = tiny_gemma3_weights(seed)?;
+    Gemma3::load(tiny_gemma3_config(), &mut w, &mut |_, _| {})
+}
+
+/// The tiny model's weights by GGUF name (to load into any backend).
+pub fn tiny_gemma3_weights(seed: u64) -> Result<InMemoryWeights, ModelError> {
     let cfg = tiny_gemma3_config();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut w = InMemoryWeights::default();
@@ -92,7 +98,7 @@ pub fn tiny_gemma3(seed: u64) -> Result<Gemma3, ModelError> {
         put("attn_q_norm", norm(&mut rng, cfg.head_dim)?);
         put("attn_k_norm", norm(&mut rng, cfg.head_dim)?);
     }
-    Gemma3::load(cfg, &mut w, &mut |_, _| {})
+    Ok(w)
 }
 
 /// The tiny model behind a CPU backend with a small KV cache of `num_blocks` blocks of 4.

@@ -8,10 +8,14 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::{self, Value as G};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, IndexOp, Tensor, D};
+use gridserve_models::arch::llama::LlamaConfig;
+use gridserve_models::loader::GgufFile;
 use gridserve_models::safetensors::hf_name;
+use gridserve_models::safetensors::{llama_config, HfCheckpoint};
 use gridserve_models::{
     load_model, BlockAllocator, KvCacheOptions, LoadedModel, ModelBackend, SeqStep, StepBatch,
 };
+use gridserve_models::{DeviceArch, DeviceBackend};
 use serde_json::json;
 
 const HIDDEN: usize = 64;
@@ -273,7 +277,11 @@ fn kv() -> KvCacheOptions {
 /// Last-token logits of each sequence after running `chunks` steps: each step gives every
 /// sequence its next slice of tokens (so steps mix prefill and decode-sized pieces).
 fn run(m: &mut LoadedModel, seqs: &[Vec<u32>], chunk: usize) -> Vec<Vec<f32>> {
-    let info = m.backend.info().clone();
+    run_on(m.backend.as_mut(), seqs, chunk)
+}
+
+fn run_on(backend: &mut dyn ModelBackend, seqs: &[Vec<u32>], chunk: usize) -> Vec<Vec<f32>> {
+    let info = backend.info().clone();
     let mut alloc = BlockAllocator::new(info.num_blocks, info.block_size);
     let mut tables: Vec<Vec<u32>> = vec![Vec::new(); seqs.len()];
     let mut done = vec![0usize; seqs.len()];
@@ -295,7 +303,7 @@ fn run(m: &mut LoadedModel, seqs: &[Vec<u32>], chunk: usize) -> Vec<Vec<f32>> {
             });
             done[i] = end;
         }
-        for (seq, row) in m.backend.step(&batch).unwrap().rows() {
+        for (seq, row) in backend.step(&batch).unwrap().rows() {
             last[seq as usize] = row.to_vec();
         }
     }
@@ -529,4 +537,45 @@ fn broken_checkpoints_are_errors_not_panics() {
         .unwrap()
         .to_string();
     assert!(err.contains("model.layers.1.mlp.up_proj.weight"), "{err}");
+}
+
+#[test]
+fn the_device_backend_runs_both_formats_like_the_dense_reference() {
+    for (model_type, tied) in [("llama", false), ("qwen2", true)] {
+        let (dir, _, _, w) = both_formats(model_type, tied);
+        let mut file = GgufFile::open(&dir.path().join("tiny.gguf")).unwrap();
+        let cfg = LlamaConfig::from_gguf(&file, model_type).unwrap();
+        let mut from_gguf = DeviceBackend::load(
+            DeviceArch::Llama(&cfg),
+            &mut file,
+            &Device::Cpu,
+            "t".into(),
+            vec![0],
+            &kv(),
+        )
+        .unwrap();
+        let mut ckpt = HfCheckpoint::open(&dir.path().join("ckpt")).unwrap();
+        let cfg = llama_config(&ckpt.config).unwrap();
+        let mut from_st = DeviceBackend::load(
+            DeviceArch::Llama(&cfg),
+            &mut ckpt.weights,
+            &Device::Cpu,
+            "t".into(),
+            vec![0],
+            &kv(),
+        )
+        .unwrap();
+        let seqs = prompts();
+        for backend in [&mut from_gguf, &mut from_st] {
+            let got = run_on(backend, &seqs, 2);
+            for (i, s) in seqs.iter().enumerate() {
+                let want = dense_forward(&w, s, tied);
+                let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+                assert!(
+                    max_diff(&got[i], &want) < 1e-4 * scale,
+                    "{model_type} seq {i}"
+                );
+            }
+        }
+    }
 }

@@ -6,7 +6,10 @@ mod common;
 use std::sync::{Mutex, OnceLock};
 
 use common::{default_model_path, prefill_logits, run_greedy, Job};
-use gridserve_models::{load_gguf, KvCacheOptions, LoadedModel};
+use gridserve_models::arch::gemma3::Gemma3Config;
+use gridserve_models::loader::GgufFile;
+use gridserve_models::tokenizer::TextTokenizer;
+use gridserve_models::{load_gguf, Device, DeviceArch, DeviceBackend, KvCacheOptions, LoadedModel};
 
 /// One load shared by the tests of this file (loading takes a second or two).
 fn model() -> Option<&'static Mutex<LoadedModel>> {
@@ -20,7 +23,8 @@ fn model() -> Option<&'static Mutex<LoadedModel>> {
                 max_seq_len: Some(4096),
             };
             Some(Mutex::new(
-                load_gguf(&path, &kv, &mut |_, _| {}).expect("load the default model"),
+                load_gguf(&path, &Device::Cpu, &kv, &mut |_, _| {})
+                    .expect("load the default model"),
             ))
         })
         .as_ref()
@@ -92,6 +96,44 @@ fn greedy_continuations_match_llama_cpp() {
     assert!(france.starts_with(", Paris, is"), "got {france:?}");
     let water = greedy(&mut m, "Water boils at", 10);
     assert!(water.starts_with(" 100 degrees Celsius."), "got {water:?}");
+}
+
+/// The tensor-op backend that runs on GPUs (here on the CPU device: candle's quantized
+/// matmuls and our fused ops' CPU halves) follows the same llama.cpp references.
+#[test]
+fn the_device_backend_follows_llama_cpp_on_the_real_model() {
+    let Some(path) = default_model_path() else {
+        return;
+    };
+    let mut file = GgufFile::open(&path).unwrap();
+    let cfg = Gemma3Config::from_gguf(&file).unwrap();
+    let tokenizer = TextTokenizer::from_spm_vocab(&file.spm_vocab().unwrap()).unwrap();
+    let kv = KvCacheOptions {
+        block_size: 16,
+        kv_cache_bytes: 64 << 20,
+        max_seq_len: Some(1024),
+    };
+    let eos = vec![tokenizer.eos_id()];
+    let backend = DeviceBackend::load(
+        DeviceArch::Gemma3(&cfg),
+        &mut file,
+        &Device::Cpu,
+        "gemma".into(),
+        eos,
+        &kv,
+    )
+    .unwrap();
+    let mut m = LoadedModel {
+        backend: Box::new(backend),
+        tokenizer,
+        chat_template: None,
+    };
+    assert_follows_reference(
+        &mut m,
+        "The capital of France",
+        ", Paris, is the most visited city in the world.",
+    );
+    assert_follows_reference(&mut m, "Water boils at", " 100 degrees Celsius.");
 }
 
 #[test]

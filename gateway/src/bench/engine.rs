@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use gridserve_models::profile::{self, Stage};
 use gridserve_models::sampling::SamplingParams;
-use gridserve_models::{CpuBackend, ModelBackend};
+use gridserve_models::ModelBackend;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -82,7 +82,7 @@ pub fn measure(config: &Config, args: &EngineBenchArgs) -> Result<EngineBenchRep
     }
     let mut served = crate::model::load(&config.model, &config.engine)?;
     let base = bench_prompt(&served.encode_prompt(BENCH_TEXT)?, args.prompt_tokens);
-    let backend = &mut served.loaded.backend;
+    let backend = served.loaded.backend.as_mut();
     profile::set_enabled(args.profile);
     let mut prefill = Vec::new();
     let mut prefill_profile = StepProfile::default();
@@ -133,7 +133,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerationRequest {
 
 /// Tokens per second for one whole-prompt prefill step (including its one sampled token).
 fn measure_prefill(
-    backend: &mut CpuBackend,
+    backend: &mut dyn ModelBackend,
     prompt: &[u32],
     step_profile: &mut StepProfile,
 ) -> Result<f64, GatewayError> {
@@ -156,7 +156,7 @@ fn measure_prefill(
 /// Aggregate decode throughput with `batch` sequences decoding together. Prompts differ per
 /// sequence (rotated) so no two rows are identical; only all-decode steps are timed.
 fn measure_decode(
-    backend: &mut CpuBackend,
+    backend: &mut dyn ModelBackend,
     base: &[u32],
     batch: usize,
     tokens: usize,
