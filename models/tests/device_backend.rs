@@ -36,7 +36,7 @@ fn schedule(backend: &mut dyn ModelBackend) -> Vec<Vec<f32>> {
     let mut alloc = BlockAllocator::new(info.num_blocks, info.block_size);
     let prompts: Vec<Vec<u32>> = vec![(1..12).collect(), vec![40, 41], (50..58).collect()];
     let mut tables = vec![Vec::new(); 3];
-    let mut pos = vec![0usize; 3];
+    let mut pos = [0usize; 3];
     let mut rows = Vec::new();
     for step in 0..8 {
         let mut batch = StepBatch::default();
