@@ -66,6 +66,8 @@ enum Command {
 enum TwinCommand {
     /// Compare the twin with the ML.ENERGY measurements; exits non-zero if a row fails.
     Validate(gridserve::twin::ValidateArgs),
+    /// Fit a new GPU profile to rows measured on a real GPU (scripts/gpu-acceptance.sh).
+    Fit(gridserve::twin::fit::FitArgs),
 }
 
 #[derive(clap::Args)]
@@ -167,6 +169,10 @@ fn main() -> anyhow::Result<()> {
         Command::Twin(TwinCommand::Validate(args)) => {
             let passed = gridserve::twin::validate::run_cli(&cli.config, &args)?;
             anyhow::ensure!(passed, "twin validation: rows outside tolerance");
+            Ok(())
+        }
+        Command::Twin(TwinCommand::Fit(args)) => {
+            gridserve::twin::fit::run_cli(&cli.config, &args)?;
             Ok(())
         }
         Command::Simulate(args) => {

@@ -18,7 +18,8 @@ pub struct Fit {
     pub mix: PromptMix,
 }
 
-type Knob = (&'static str, fn(&mut Fit) -> &mut f64, f64, f64);
+/// A fitted constant: its TOML key, where it lives in a `Fit`, and its bounds.
+pub type Knob = (&'static str, fn(&mut Fit) -> &mut f64, f64, f64);
 
 /// The free constants and their physically plausible bounds.
 const KNOBS: [Knob; 13] = [
@@ -119,12 +120,23 @@ pub fn loss(results: &[RowResult]) -> f64 {
 /// within its bounds, keeping any improvement; a sweep with none halves the step.
 pub fn fit(start: Fit, shapes: &[ModelShape], max_sweeps: usize) -> (Fit, f64) {
     let evaluate = |f: &Fit| loss(&run_rows(&f.profile, shapes, &f.mix));
+    descend(start, &KNOBS, max_sweeps, evaluate)
+}
+
+/// The GPU constants alone (the knobs before the prompt mix's two): what a measurement with
+/// a known workload can fit.
+pub fn profile_knobs() -> &'static [Knob] {
+    &KNOBS[..KNOBS.len() - 2]
+}
+
+/// Coordinate descent over `knobs` minimising `evaluate`.
+pub fn descend(start: Fit, knobs: &[Knob], max_sweeps: usize, evaluate: impl Fn(&Fit) -> f64) -> (Fit, f64) {
     let mut best = start;
     let mut best_loss = evaluate(&best);
     let mut step = 0.05;
     for _ in 0..max_sweeps {
         let mut improved = false;
-        for (_, knob, lo, hi) in KNOBS {
+        for &(_, knob, lo, hi) in knobs {
             for factor in [1.0 + step, 1.0 / (1.0 + step)] {
                 let mut candidate = best.clone();
                 let value = knob(&mut candidate);

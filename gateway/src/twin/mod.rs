@@ -14,6 +14,7 @@ pub mod calibrate;
 mod checks;
 pub mod cluster;
 pub mod firmware;
+pub mod fit;
 pub mod gpu;
 pub mod live;
 pub mod profile;

@@ -112,19 +112,29 @@ pub struct RowResult {
     pub pass: bool,
 }
 
-/// Runs one row in steady state on a fresh twin at default settings.
+/// Runs one ML.ENERGY row (lm-arena-chat) in steady state on a fresh twin at default settings.
 pub fn run_row(
     profile: &GpuProfile,
     shape: &ModelShape,
     reference: Reference,
     mix: &PromptMix,
 ) -> RowResult {
+    run_row_with(profile, shape, reference, lm_arena_chat(reference.running_seqs, mix))
+}
+
+/// Runs one row under `workload` in steady state on a fresh twin at default settings.
+pub fn run_row_with(
+    profile: &GpuProfile,
+    shape: &ModelShape,
+    reference: Reference,
+    workload: SteadyWorkload,
+) -> RowResult {
     let mut twin = TwinCluster::new(
         profile.clone(),
         shape.clone(),
         Some(reference.tensor_parallel),
     );
-    let mut steps = lm_arena_chat(reference.running_seqs, mix).steps();
+    let mut steps = workload.steps();
     for step in steps.by_ref().take(WARMUP_STEPS) {
         twin.advance(&step);
     }
@@ -197,8 +207,13 @@ pub fn run_rows(profile: &GpuProfile, shapes: &[ModelShape], mix: &PromptMix) ->
 
 /// The per-row table, as printed by the CLI and by the validation test on failure.
 pub fn format_table(gpu: &str, results: &[RowResult]) -> String {
+    format_table_vs(gpu, "ML.ENERGY v3", results)
+}
+
+/// The per-row table against measurements from `source`.
+pub fn format_table_vs(gpu: &str, source: &str, results: &[RowResult]) -> String {
     let mut out = format!(
-        "twin validation on {gpu} vs ML.ENERGY v3 (tolerances: power ±{:.0} %, throughput and median ITL ±{:.0} %)\n",
+        "twin validation on {gpu} vs {source} (tolerances: power ±{:.0} %, throughput and median ITL ±{:.0} %)\n",
         POWER_TOLERANCE * 100.0,
         THROUGHPUT_TOLERANCE * 100.0
     );
