@@ -130,7 +130,12 @@ pub fn profile_knobs() -> &'static [Knob] {
 }
 
 /// Coordinate descent over `knobs` minimising `evaluate`.
-pub fn descend(start: Fit, knobs: &[Knob], max_sweeps: usize, evaluate: impl Fn(&Fit) -> f64) -> (Fit, f64) {
+pub fn descend(
+    start: Fit,
+    knobs: &[Knob],
+    max_sweeps: usize,
+    evaluate: impl Fn(&Fit) -> f64,
+) -> (Fit, f64) {
     let mut best = start;
     let mut best_loss = evaluate(&best);
     let mut step = 0.05;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::calibrate::{descend, loss, profile_knobs, Fit};
 use super::profile::GpuProfile;
 use super::shape::ModelShape;
-use super::validate::{format_table, format_table_vs, run_row_with, PromptMix, Reference, RowResult};
+use super::validate::{format_table_vs, run_row_with, PromptMix, Reference, RowResult};
 use super::workload::SteadyWorkload;
 use crate::GatewayError;
 
@@ -99,7 +99,10 @@ impl Measured {
                 && positive(r.output_tokens_per_second)
                 && positive(r.median_itl_seconds);
             if !ok {
-                return bad(&format!("row with batch {} has a non-positive value", r.running_seqs));
+                return bad(&format!(
+                    "row with batch {} has a non-positive value",
+                    r.running_seqs
+                ));
             }
         }
         Ok(())
@@ -128,7 +131,8 @@ pub fn fit_measured(
             prompt_log_sigma: 0.0,
         },
     };
-    let (fitted, fitted_loss) = descend(start, profile_knobs(), sweeps, |f| loss(&rows(&f.profile)));
+    let (fitted, fitted_loss) =
+        descend(start, profile_knobs(), sweeps, |f| loss(&rows(&f.profile)));
     let results = rows(&fitted.profile);
     Ok((fitted.profile, fitted_loss, results))
 }
@@ -190,8 +194,12 @@ pub fn run_cli(config_file: &Path, args: &FitArgs) -> Result<(), GatewayError> {
     );
     let rendered = render_profile(&base_toml, &args.name, &fitted, &header);
     GpuProfile::parse(&rendered)?;
-    let out = args.out.clone().unwrap_or_else(|| gpus.join(format!("{}.toml", args.name)));
-    std::fs::write(&out, rendered).map_err(|e| GatewayError::Config(format!("{}: {e}", out.display())))?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| gpus.join(format!("{}.toml", args.name)));
+    std::fs::write(&out, rendered)
+        .map_err(|e| GatewayError::Config(format!("{}: {e}", out.display())))?;
     println!("wrote {}", out.display());
     Ok(())
 }
@@ -199,6 +207,7 @@ pub fn run_cli(config_file: &Path, args: &FitArgs) -> Result<(), GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::twin::validate::format_table;
 
     fn config_dir() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config")
@@ -241,9 +250,16 @@ mod tests {
             });
         }
         let (_, _, before) = fit_measured(base.clone(), &shape, &measured, 0).unwrap();
-        assert!(before.iter().any(|r| !r.pass), "the stock profile should miss these rows");
+        assert!(
+            before.iter().any(|r| !r.pass),
+            "the stock profile should miss these rows"
+        );
         let (fitted, _, after) = fit_measured(base, &shape, &measured, 30).unwrap();
-        assert!(after.iter().all(|r| r.pass), "{}", format_table("fitted", &after));
+        assert!(
+            after.iter().all(|r| r.pass),
+            "{}",
+            format_table("fitted", &after)
+        );
         let text = render_profile(&base_toml, "test-gpu", &fitted, "header line");
         let back = GpuProfile::parse(&text).unwrap();
         assert!(text.starts_with("# header line\n"));

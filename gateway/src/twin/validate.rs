@@ -119,7 +119,12 @@ pub fn run_row(
     reference: Reference,
     mix: &PromptMix,
 ) -> RowResult {
-    run_row_with(profile, shape, reference, lm_arena_chat(reference.running_seqs, mix))
+    run_row_with(
+        profile,
+        shape,
+        reference,
+        lm_arena_chat(reference.running_seqs, mix),
+    )
 }
 
 /// Runs one row under `workload` in steady state on a fresh twin at default settings.
