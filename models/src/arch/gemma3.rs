@@ -9,7 +9,7 @@ use candle_core::Tensor;
 use gridserve_kernels::cpu as k;
 
 use super::attention::{attend, AttnShape};
-use super::{token_slots, Architecture, KvLayout, TokenSlot};
+use super::{token_slots, Architecture, Head, KvLayout, TokenSlot};
 use crate::backend::{StepBatch, StepOutput};
 use crate::fused::FusedLinear;
 use crate::kv_cache::KvStorage;
@@ -306,24 +306,13 @@ impl Architecture for Gemma3 {
             self.layer_forward(layer, i, &mut x, &step, kv)?;
         }
         let slots = step.slots;
-        if sample_rows.is_empty() {
-            return Ok(StepOutput::default());
-        }
-        let hidden = self.cfg.hidden;
-        let last: Vec<f32> = sample_rows
-            .iter()
-            .flat_map(|&r| x[r * hidden..(r + 1) * hidden].iter().copied())
-            .collect();
-        let mut normed = vec![0f32; last.len()];
-        profile::time(Stage::Elementwise, || {
-            k::rms_norm_rows(&last, &self.final_norm, self.cfg.rms_eps, &mut normed)
-        })?;
-        let logits = self.lm_head.forward(&normed, sample_rows.len())?;
-        let seqs = sample_rows
-            .iter()
-            .map(|&r| batch.seqs[slots[r].seq_index].seq)
-            .collect();
-        StepOutput::new(seqs, logits, self.vocab_size)
+        let head = Head {
+            final_norm: &self.final_norm,
+            rms_eps: self.cfg.rms_eps,
+            lm_head: &self.lm_head,
+            vocab_size: self.vocab_size,
+        };
+        head.logits(&x, batch, &slots, &sample_rows)
     }
 }
 

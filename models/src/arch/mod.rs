@@ -52,3 +52,42 @@ pub(crate) fn token_slots(batch: &StepBatch) -> (Vec<TokenSlot>, Vec<usize>) {
     }
     (slots, sample_rows)
 }
+
+/// The final norm and output head over the last token of each sampling sequence: the end of
+/// every architecture's step.
+pub(crate) struct Head<'a> {
+    pub final_norm: &'a [f32],
+    pub rms_eps: f32,
+    pub lm_head: &'a crate::linear::QLinear,
+    pub vocab_size: usize,
+}
+
+impl Head<'_> {
+    /// `x` is the step's `[tokens, hidden]` residual stream after the last layer.
+    pub fn logits(
+        &self,
+        x: &[f32],
+        batch: &StepBatch,
+        slots: &[TokenSlot],
+        sample_rows: &[usize],
+    ) -> Result<StepOutput, ModelError> {
+        if sample_rows.is_empty() {
+            return Ok(StepOutput::default());
+        }
+        let hidden = self.final_norm.len();
+        let last: Vec<f32> = sample_rows
+            .iter()
+            .flat_map(|&r| x[r * hidden..(r + 1) * hidden].iter().copied())
+            .collect();
+        let mut normed = vec![0f32; last.len()];
+        crate::profile::time(crate::profile::Stage::Elementwise, || {
+            gridserve_kernels::cpu::rms_norm_rows(&last, self.final_norm, self.rms_eps, &mut normed)
+        })?;
+        let logits = self.lm_head.forward(&normed, sample_rows.len())?;
+        let seqs = sample_rows
+            .iter()
+            .map(|&r| batch.seqs[slots[r].seq_index].seq)
+            .collect();
+        StepOutput::new(seqs, logits, self.vocab_size)
+    }
+}
