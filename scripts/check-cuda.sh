@@ -4,9 +4,9 @@
 #  2. compiles every kernels/cuda/*.cu to PTX and runs `ptxas -v` for sm_80 and sm_90,
 #     printing a register / shared-memory table and failing on any register spill;
 #  3. generates stub CUDA libraries (scripts/cuda_stubs.py) so `cuda` binaries link and start;
-#  4. builds with `--features cuda` the gridserve binary and the kernels and models test
-#     binaries (sharing ./target with scripts/test.sh, so only the crates the feature changes
-#     are rebuilt) and runs those tests: the parity tests' CUDA halves print SKIPPED without a GPU;
+#  4. builds the workspace and every test binary with `--features cuda` (sharing ./target with
+#     scripts/test.sh, so only the crates the feature changes are rebuilt) and runs the kernels'
+#     and models' tests from it: the parity tests' CUDA halves print SKIPPED without a GPU;
 #  5. checks that a `cuda` gridserve asked for `--device cuda:0` fails with a clear message.
 # Env: GRIDSERVE_CUDA_DIR (the toolkit cache), CUDA_COMPUTE_CAP (PTX target, default 80).
 set -euo pipefail
@@ -23,6 +23,9 @@ if [ ! -x "$cuda/bin/nvcc" ]; then
     nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 \
     nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85
 fi
+# candle-kernels links its MoE kernels against the CUDA runtime: the wheel ships only the
+# versioned library, so give the linker its unversioned name.
+ln -sf libcudart.so.13 "$cuda/lib/libcudart.so"
 export CUDA_HOME="$cuda" CUDA_PATH="$cuda" PATH="$cuda/bin:$PATH"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}" CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-2}"
 nvcc --version | tail -1 >&2
@@ -42,18 +45,39 @@ cargo fetch --quiet
 cudarc_src="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src | sort -V | tail -1)"
 stubs="$cuda/lib/stubs"
 python3 scripts/cuda_stubs.py "$cudarc_src" "$stubs" >&2
-export LD_LIBRARY_PATH="$stubs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$stubs:$cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-features="gridserve-models/cuda,gridserve-kernels/cuda"
-log "cargo build: gridserve and the kernels/models test binaries, --features cuda"
-cargo build -p gridserve --bin gridserve --features cuda
-log "kernel and model tests in the cuda build (CUDA halves skip without a GPU)"
-cargo test -p gridserve-kernels -p gridserve-models --lib --features "$features" -- --nocapture 2>&1 \
-  | grep -E "SKIPPED|test result|FAILED|panicked" || true
-cargo test -p gridserve-kernels -p gridserve-models --lib --features "$features" --quiet
+# One cargo invocation builds everything, so features (build scripts' included) resolve once
+# and candle's CUDA kernels compile once; the tests then run from their binaries.
+features="gridserve/cuda,gridserve-models/cuda,gridserve-kernels/cuda"
+target="${CARGO_TARGET_DIR:-target}"
+log "cargo test --workspace --all-targets --features cuda --no-run (binary and every test binary)"
+cargo test --workspace --all-targets --features "$features" --no-run \
+  --message-format=json-render-diagnostics > "$ptx_dir/build.jsonl"
+tests="$(python3 - "$ptx_dir/build.jsonl" <<'PY'
+import json, sys
+# By crate directory: the package id's spelling differs between cargo versions.
+want = {("kernels", "lib"), ("models", "lib"), ("models", "device_backend")}
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m.get("executable") or not m["profile"]["test"]:
+        continue
+    pkg = m["manifest_path"].rsplit("/", 2)[-2]
+    kind = "lib" if "lib" in m["target"]["kind"] else m["target"]["name"]
+    if (pkg, kind) in want:
+        print(m["executable"])
+PY
+)"
+[ "$(echo "$tests" | wc -l)" -eq 3 ] || { log "FAIL: expected 3 test binaries, got: $tests"; exit 1; }
+log "kernel and model tests in the cuda build (CUDA halves print SKIPPED without a GPU)"
+for t in $tests; do
+  "$t" --nocapture --test-threads 2 > "$ptx_dir/test.log" 2>&1 \
+    || { cat "$ptx_dir/test.log"; log "FAIL: $t"; exit 1; }
+  grep -E "SKIPPED|test result" "$ptx_dir/test.log" >&2
+done
 
 log "a cuda build without a GPU: --device cuda:0 must fail clearly, not panic"
-bin="${CARGO_TARGET_DIR:-target}/debug/gridserve"
+bin="$target/debug/gridserve"
 set +e
 out="$("$bin" serve --device cuda:0 --model /nonexistent.gguf 2>&1)"
 code=$?

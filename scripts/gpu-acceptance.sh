@@ -52,6 +52,18 @@ if ! command -v nvcc >/dev/null && [ -z "${CUDA_HOME:-}" ]; then
 fi
 export CUDA_HOME="${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}"
 export PATH="$CUDA_HOME/bin:$PATH"
+# A `cuda` gridserve loads libcuda (the driver's), libcudart, libcublas, libcublasLt,
+# libcurand and libnvrtc (CUDA 13). Without a system toolkit, take them from PyPI's wheels.
+if ! ldconfig -p | grep -q 'libcublas.so.13'; then
+  libs="${GRIDSERVE_CUDA_DIR:-$HOME/.cache/gridserve/cuda-13.0}"
+  if [ ! -d "$libs/nvidia/cu13/lib" ] || ! ls "$libs"/nvidia/cu13/lib/libcublas.so.13 >/dev/null 2>&1; then
+    log "installing the CUDA 13 runtime libraries from PyPI into $libs"
+    python3 -m pip install --quiet --no-deps --target "$libs" nvidia-cublas nvidia-curand \
+      nvidia-cuda-nvrtc nvidia-cuda-runtime
+  fi
+  export LD_LIBRARY_PATH="$libs/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+ln -sf libcudart.so.13 "$CUDA_HOME/lib/libcudart.so" 2>/dev/null || true
 cap="$(nvidia-smi -i "$gpu" --query-gpu=compute_cap --format=csv,noheader | tr -d .)"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-$cap}"
 export CUDA_VISIBLE_DEVICES="$gpu"

@@ -1,6 +1,8 @@
 //! Test support: a tiny Gemma 3 built in memory from seeded random weights, so model code runs
 //! in every test without files (behind the `testing` feature).
 
+pub mod llama;
+
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
