@@ -4,9 +4,10 @@
 #  2. compiles every kernels/cuda/*.cu to PTX and runs `ptxas -v` for sm_80 and sm_90,
 #     printing a register / shared-memory table and failing on any register spill;
 #  3. generates stub CUDA libraries (scripts/cuda_stubs.py) so `cuda` binaries link and start;
-#  4. builds the workspace and every test binary with `--features cuda` (sharing ./target with
-#     scripts/test.sh, so only the crates the feature changes are rebuilt) and runs the kernels'
-#     and models' tests from it: the parity tests' CUDA halves print SKIPPED without a GPU;
+#  4. builds with `--features cuda`, in one cargo invocation, the gridserve binary, every crate's
+#     unit tests and the device backend's tests (sharing ./target with scripts/test.sh, so only
+#     the crates the feature changes are rebuilt), and runs the kernels' and models' tests from
+#     it: the parity tests' CUDA halves print SKIPPED without a GPU;
 #  5. checks that a `cuda` gridserve asked for `--device cuda:0` fails with a clear message.
 # Env: GRIDSERVE_CUDA_DIR (the toolkit cache), CUDA_COMPUTE_CAP (PTX target, default 80).
 set -euo pipefail
@@ -47,13 +48,14 @@ stubs="$cuda/lib/stubs"
 python3 scripts/cuda_stubs.py "$cudarc_src" "$stubs" >&2
 export LD_LIBRARY_PATH="$stubs:$cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-# One cargo invocation builds everything, so features (build scripts' included) resolve once
+# One cargo invocation builds everything (llama_serve is there for the gridserve binary its
+# tests need), so features (build scripts' included) resolve once
 # and candle's CUDA kernels compile once; the tests then run from their binaries.
 features="gridserve/cuda,gridserve-models/cuda,gridserve-kernels/cuda"
 target="${CARGO_TARGET_DIR:-target}"
-log "cargo test --workspace --all-targets --features cuda --no-run (binary and every test binary)"
-cargo test --workspace --all-targets --features "$features" --no-run \
-  --message-format=json-render-diagnostics > "$ptx_dir/build.jsonl"
+log "cargo test --no-run --features cuda: the gridserve binary, the unit-test binaries and the device backend's"
+cargo test -p gridserve-kernels -p gridserve-models -p gridserve --lib --bins --test device_backend --test llama_serve \
+  --features "$features" --no-run --message-format=json-render-diagnostics > "$ptx_dir/build.jsonl"
 tests="$(python3 - "$ptx_dir/build.jsonl" <<'PY'
 import json, sys
 # By crate directory: the package id's spelling differs between cargo versions.
