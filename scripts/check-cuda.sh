@@ -43,7 +43,15 @@ for cap in 80 90; do
 done | python3 scripts/ptxas_table.py
 
 cargo fetch --quiet
-cudarc_src="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src | sort -V | tail -1)"
+# cudarc's bindings name the functions to stub. `cargo fetch` downloads crates without always
+# unpacking them, so fall back to the downloaded archive.
+registry="${CARGO_HOME:-$HOME/.cargo}/registry"
+cudarc_src="$(ls -d "$registry"/src/*/cudarc-0.19.*/src 2>/dev/null | sort -V | tail -1)"
+if [ -z "$cudarc_src" ]; then
+  crate="$(ls "$registry"/cache/*/cudarc-0.19.*.crate | sort -V | tail -1)"
+  tar -xzf "$crate" -C "$ptx_dir"
+  cudarc_src="$(ls -d "$ptx_dir"/cudarc-0.19.*/src)"
+fi
 stubs="$cuda/lib/stubs"
 python3 scripts/cuda_stubs.py "$cudarc_src" "$stubs" >&2
 export LD_LIBRARY_PATH="$stubs:$cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
