@@ -89,7 +89,8 @@ done
 log "a cuda build without a GPU: --device cuda:0 must fail clearly, not panic"
 bin="$target/debug/gridserve"
 set +e
-out="$("$bin" serve --device cuda:0 --model /nonexistent.gguf 2>&1)"
+# `generate` (no port to bind): the device is opened before the model file is read.
+out="$("$bin" --device cuda:0 --model /nonexistent.gguf generate --prompt hi 2>&1)"
 code=$?
 set -e
 echo "$out" | tail -3 >&2
