@@ -64,9 +64,6 @@ impl std::fmt::Display for DeviceSpec {
     }
 }
 
-/// Whether this build carries the CUDA path at all.
-pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
-
 /// Opens GPU `ordinal`, or says why it cannot be used here.
 pub fn open_cuda(ordinal: usize) -> Result<Device, KernelError> {
     #[cfg(feature = "cuda")]

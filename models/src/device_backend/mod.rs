@@ -90,10 +90,6 @@ impl DeviceBackend {
         })
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     /// The step's shared inputs on the device.
     fn step_tensors(&self, batch: &StepBatch) -> Result<(StepTensors, Vec<u64>), ModelError> {
         let (slots, sample_rows) = token_slots(batch);
@@ -165,14 +161,10 @@ impl ModelBackend for DeviceBackend {
             return Ok(StepOutput::default());
         }
         let (tensors, seqs) = self.step_tensors(batch)?;
-        if seqs.is_empty() {
-            // Prompt chunks only: run the layers for their KV, skip the head.
-            let mut t = tensors;
-            t.sample_rows = Tensor::zeros(1, DType::U32, &self.device)?;
-            self.model.forward(&t, &self.caches)?;
+        // Prompt chunks only: the layers run for their KV, the head is skipped.
+        let Some(logits) = self.model.forward(&tensors, &self.caches)? else {
             return Ok(StepOutput::default());
-        }
-        let logits = self.model.forward(&tensors, &self.caches)?;
+        };
         let logits = logits
             .to_dtype(DType::F32)?
             .flatten_all()?

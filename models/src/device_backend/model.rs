@@ -227,12 +227,13 @@ impl DeviceModel {
         })
     }
 
-    /// Logits `[sample rows, vocab]` (f32, on the device) for one step.
+    /// Logits `[sample rows, vocab]` (f32, on the device) for one step; `None` when no
+    /// sequence samples (the layers still run, for the KV cache).
     pub fn forward(
         &self,
         s: &StepTensors,
         caches: &[(Tensor, Tensor)],
-    ) -> Result<Tensor, ModelError> {
+    ) -> Result<Option<Tensor>, ModelError> {
         let mut x = self.embed.embedding(&s.ids)?;
         if let Some(scale) = self.spec.embed_scale {
             x = (x * scale as f64)?;
@@ -240,9 +241,12 @@ impl DeviceModel {
         for (layer, (kc, vc)) in self.layers.iter().zip(caches) {
             x = self.layer(layer, x, s, kc, vc)?;
         }
+        if s.sample_rows.dim(0)? == 0 {
+            return Ok(None);
+        }
         let last = x.index_select(&s.sample_rows, 0)?;
         let normed = ops::rms_norm(&last, &self.final_norm, self.spec.rms_eps)?;
-        self.lm_head.forward(&normed)
+        Ok(Some(self.lm_head.forward(&normed)?))
     }
 
     fn layer(
