@@ -98,4 +98,5 @@ if [ "$code" -eq 0 ] || echo "$out" | grep -q "panicked"; then
   log "FAIL: expected a clean error exit (got $code)"; exit 1
 fi
 echo "$out" | grep -q "cuda:0" || { log "FAIL: the error does not name cuda:0"; exit 1; }
-log "ok"
+# Disk is what CI ran out of once (two builds of ./target); keep the figure in the log.
+log "ok (target: $(du -sh "$target" | cut -f1); free: $(df -h --output=avail "$target" | tail -1 | tr -d ' '))"
