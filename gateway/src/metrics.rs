@@ -94,11 +94,12 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    describe_gauge!(NUM_REQUESTS_RUNNING, "Requests in the running batch.");
-    describe_gauge!(NUM_REQUESTS_WAITING, "Requests waiting to be scheduled.");
+    // Per engine (`engine` label: 0, 1, … — one engine per GPU), as vLLM's data parallel.
+    describe_gauge!(NUM_REQUESTS_RUNNING, "Requests in the running batch, per engine.");
+    describe_gauge!(NUM_REQUESTS_WAITING, "Requests waiting to be scheduled, per engine.");
     describe_gauge!(
         KV_CACHE_USAGE,
-        "Fraction of KV-cache blocks in use (0 to 1)."
+        "Fraction of KV-cache blocks in use (0 to 1), per engine."
     );
     describe_counter!(
         PROMPT_TOKENS,
@@ -178,7 +179,7 @@ fn describe() {
     );
     describe_gauge!(
         TIER_DEFERRED,
-        "Queued requests the power controller holds back, by priority tier."
+        "Queued requests the power controller holds back, by priority tier and engine."
     );
     describe_counter!(
         TIER_REJECTIONS,

@@ -1,18 +1,22 @@
-//! Power for `serve`: starts the power monitor on the detected sensor and, when
-//! `[controller] enabled`, the control loop that steers the engine and the hardware against
-//! the grid's envelope. What the controller may assume about the hardware (its ranges, how
-//! many devices, idle and maximum power) is gathered here, once.
+//! Power for `serve`: starts the power monitor on the node's sensor (each engine's sensor side
+//! by side) and, when `[controller] enabled`, the control loop that steers each engine and its
+//! hardware against its share of the grid's envelope. What each engine's controller may assume
+//! about its hardware (its ranges, how many devices, idle and maximum power) is gathered here,
+//! once.
 
 use tokio::sync::watch;
 
 use crate::engine::{EnginePolicy, StepBudget};
 use crate::grid::{GridFeeds, GridState};
 use crate::power::controller::{Controller, ControllerConfig, Hardware};
-use crate::power::{ControlLoop, ControlOutputs, PowerActuator, PowerMonitor, PowerSensor};
+use crate::power::{
+    ControlLoop, ControlOutputs, EngineControl, NodeSensor, PowerActuator, PowerMonitor,
+    PowerSensor,
+};
 use crate::GatewayError;
 
-/// The power side of a loaded model: the sensor the monitor reads, the actuator (if any),
-/// and what the backend knows of the devices' power range.
+/// The power side of one engine: the sensor the monitor reads, the actuator (if any), and
+/// what the backend knows of the devices' power range.
 pub struct PowerParts {
     pub sensor: Box<dyn PowerSensor>,
     pub actuator: Option<Box<dyn PowerActuator>>,
@@ -33,60 +37,89 @@ impl PowerParts {
     }
 }
 
+/// One engine as the power loop sees it.
+pub struct EnginePower {
+    /// The engine's device, e.g. `cuda:1`.
+    pub device: String,
+    pub parts: PowerParts,
+    /// The engine's policy (budget, admission): the loop is its only sender.
+    pub policy: watch::Sender<EnginePolicy>,
+}
+
 /// Starts monitoring (and control). The monitor stops — restoring the hardware — when the
 /// returned value is dropped.
 pub fn start(
-    mut parts: PowerParts,
+    mut engines: Vec<EnginePower>,
     config: &ControllerConfig,
     max_budget: StepBudget,
     grid: &GridState,
     feeds: GridFeeds,
-    engine: watch::Sender<EnginePolicy>,
 ) -> Result<PowerMonitor, GatewayError> {
-    let hook = if config.enabled {
-        let hardware = hardware(&mut parts, grid);
-        if let Some(l) = &hardware.limits {
-            // Caps below every device's minimum power limit are accepted but flagged.
-            grid.learn_hardware_min_watts(l.power_limit_min_watts * hardware.devices as f64);
-        }
+    let count = engines.len().max(1) as f64;
+    let hardware: Vec<Hardware> = engines
+        .iter_mut()
+        .map(|e| hardware(&mut e.parts, grid, count))
+        .collect();
+    let mut sensors = Vec::with_capacity(engines.len());
+    let mut controls = Vec::with_capacity(engines.len());
+    for (engine, hw) in engines.into_iter().zip(hardware) {
+        sensors.push((engine.device.clone(), engine.parts.sensor));
         tracing::info!(
-            devices = hardware.devices,
-            max_watts = hardware.max_watts,
-            clock_control = hardware.limits.is_some(),
-            "power controller on"
+            device = %engine.device,
+            devices = hw.devices,
+            max_watts = hw.max_watts,
+            clock_control = hw.limits.is_some(),
+            "power controller {}",
+            if config.enabled { "on" } else { "off: measuring only" }
         );
-        let controller = Controller::new(config.settings(&hardware, max_budget));
+        controls.push(EngineControl {
+            device: engine.device,
+            sensor_devices: hw.devices,
+            controller: Controller::new(config.settings(&hw, max_budget)),
+            actuator: engine.parts.actuator,
+            policy: engine.policy,
+        });
+    }
+    let hook = if config.enabled {
+        // Caps below every device's minimum power limit are accepted but flagged.
+        let min_watts: Option<f64> = controls
+            .iter()
+            .map(|c| {
+                let s = c.controller.settings();
+                s.power_limit_range_watts.map(|(min, _)| min * c.sensor_devices as f64)
+            })
+            .sum();
+        if let Some(watts) = min_watts {
+            grid.learn_hardware_min_watts(watts);
+        }
         let outputs = ControlOutputs {
-            engine,
             decisions: feeds.operating_point,
             compliance: feeds.compliance,
         };
-        let control = ControlLoop::new(
-            controller,
-            parts.actuator,
-            grid.clone(),
-            outputs,
-            config.deferral_deadline,
-        );
+        let control = ControlLoop::new(controls, grid.clone(), outputs, config.deferral_deadline);
         Some(Box::new(control) as Box<dyn crate::power::SampleHook>)
     } else {
-        tracing::info!("power controller off ([controller] enabled = false): measuring only");
         None
     };
-    PowerMonitor::spawn(parts.sensor, config.period, feeds.power, hook)
+    let sensor: Box<dyn PowerSensor> = match sensors.len() {
+        1 => sensors.remove(0).1,
+        _ => Box::new(NodeSensor::new(sensors)),
+    };
+    PowerMonitor::spawn(sensor, config.period, feeds.power, hook)
         .map_err(|e| GatewayError::Config(format!("starting the power monitor: {e}")))
 }
 
-/// What the controller may assume: ranges from the actuator, the device count from a first
-/// sample, the maximum from the power limits, else the backend, else the grid config.
-fn hardware(parts: &mut PowerParts, grid: &GridState) -> Hardware {
+/// What one engine's controller may assume: ranges from the actuator, the device count from a
+/// first sample, the maximum from the power limits, else the backend, else the grid config's
+/// node figure shared evenly among `engines`.
+fn hardware(parts: &mut PowerParts, grid: &GridState, engines: f64) -> Hardware {
     let limits = parts.actuator.as_ref().and_then(|a| a.limits().ok());
     let devices = parts.sensor.sample().map_or(1, |s| s.devices.len().max(1));
     let max_watts = limits
         .as_ref()
         .map(|l| l.power_limit_max_watts * devices as f64)
         .or(parts.max_watts)
-        .or(grid.config().hardware_max_watts)
+        .or(grid.config().hardware_max_watts.map(|w| w / engines))
         .unwrap_or(f64::INFINITY);
     Hardware {
         limits,

@@ -9,30 +9,41 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gridserve_models::chat::ChatTemplate;
 use gridserve_models::tokenizer::TextTokenizer;
-use gridserve_models::ModelBackend;
+use gridserve_models::{device, ModelBackend};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{self, ApiConfig, AppState, ReadyModel};
 use crate::config::Config;
-use crate::engine::{spawn_metered_engine, EnginePolicy, EngineThread, StepBudget, StepMeter};
+use crate::engine::{
+    spawn_metered_engine, EnginePolicy, EnginePool, EngineThread, StepBudget, StepMeter,
+};
 use crate::grid::auth::Credentials;
 use crate::grid::openadr::OpenAdrConfig;
 use crate::grid::{GridConfig, GridFeeds, GridState};
 use crate::power::controller::ControllerConfig;
-use crate::power::PowerMonitor;
-use crate::serve_power::PowerParts;
+use crate::power::{EngineDevice, PowerMonitor};
+use crate::serve_power::{EnginePower, PowerParts};
 use crate::GatewayError;
 
 /// What serving needs from a loaded model; produced in the background after binding.
 pub struct ModelParts {
-    pub backend: Box<dyn ModelBackend>,
+    /// One engine per device (data parallel: one per listed GPU); each request goes to the
+    /// least busy.
+    pub engines: Vec<EngineParts>,
     pub tokenizer: TextTokenizer,
     pub chat: ChatTemplate,
+}
+
+/// One engine: a copy of the model on one device, with that device's power parts.
+pub struct EngineParts {
+    /// Where it runs, e.g. `cuda:1` (logs and `/v1/grid/status`).
+    pub device: String,
+    pub backend: Box<dyn ModelBackend>,
     /// Measures each step's energy for per-request accounting (None: no energy figures).
     pub meter: Option<Box<dyn StepMeter>>,
     /// The power sensor and actuator for the monitor and the controller (None: no power
-    /// figures beyond the meter's, no control).
+    /// figures beyond the meter's, no control). All engines have them, or none.
     pub power: Option<PowerParts>,
 }
 
@@ -74,17 +85,40 @@ pub async fn bind(config: &Config) -> Result<TcpListener, GatewayError> {
         .map_err(|e| GatewayError::Config(format!("cannot listen on {addr}: {e}")))
 }
 
-/// Loads the configured model for serving (runs on a blocking thread).
+/// Loads the configured model for serving, a copy per listed device, each with its own
+/// power sensor (runs on a blocking thread).
 pub fn load_model(config: &Config) -> Result<ModelParts, GatewayError> {
-    let served = crate::model::load(&config.model, &config.engine)?;
-    tracing::info!(model = %config.model.path.display(), load_s = served.load_time.as_secs_f64(), "model loaded");
-    let (meter, power) = PowerParts::split(crate::power::detect(&config.power)?);
+    let served = crate::model::load_replicated(&config.model, &config.engine)?;
+    tracing::info!(model = %config.model.path.display(), engines = served.devices.len(), load_s = served.load_time.as_secs_f64(), "model loaded");
+    let devices: Vec<EngineDevice> = served
+        .devices
+        .iter()
+        .map(|d| EngineDevice {
+            label: device::label(d),
+            cuda_ordinal: device::cuda_ordinal(d),
+            pci_bus_id: device::pci_bus_id(d),
+        })
+        .collect();
+    let power = crate::power::detect_engines(&config.power, &devices)?;
+    let backends = std::iter::once(served.loaded.backend).chain(served.replicas);
+    let engines = devices
+        .into_iter()
+        .zip(backends)
+        .zip(power)
+        .map(|((d, backend), p)| {
+            let (meter, power) = PowerParts::split(p);
+            EngineParts {
+                device: d.label,
+                backend,
+                meter: Some(meter),
+                power: Some(power),
+            }
+        })
+        .collect();
     Ok(ModelParts {
-        backend: served.loaded.backend,
+        engines,
         tokenizer: served.loaded.tokenizer,
         chat: served.chat,
-        meter: Some(meter),
-        power: Some(power),
     })
 }
 
@@ -111,7 +145,7 @@ pub async fn run(
         None => None,
     };
     let state = AppState::new(opts.api.clone(), metrics, grid, opts.credentials.clone());
-    let engine_thread: Arc<Mutex<Option<EngineThread>>> = Arc::default();
+    let engine_thread: Arc<Mutex<Vec<EngineThread>>> = Arc::default();
     let monitor: Arc<Mutex<Option<PowerMonitor>>> = Arc::default();
     let (load_failed_tx, load_failed_rx) = tokio::sync::oneshot::channel::<GatewayError>();
     {
@@ -149,17 +183,20 @@ pub async fn run(
         .with_graceful_shutdown(stop)
         .await;
     drop(state);
-    let thread = engine_thread.lock().ok().and_then(|mut t| t.take());
-    if let Some(t) = thread {
+    let threads = engine_thread
+        .lock()
+        .map(|mut t| std::mem::take(&mut *t))
+        .unwrap_or_default();
+    for t in &threads {
         t.abort_all();
-        // Every handle is gone now, so the thread ends promptly; don't hang exit if it doesn't.
-        let join = tokio::task::spawn_blocking(move || t.join());
-        if tokio::time::timeout(Duration::from_secs(10), join)
-            .await
-            .is_err()
-        {
-            tracing::error!("the engine thread did not stop within 10 s");
-        }
+    }
+    // Every handle is gone now, so the threads end promptly; don't hang exit if they don't.
+    let join = tokio::task::spawn_blocking(move || threads.into_iter().for_each(EngineThread::join));
+    if tokio::time::timeout(Duration::from_secs(10), join)
+        .await
+        .is_err()
+    {
+        tracing::error!("the engine threads did not stop within 10 s");
     }
     drop(monitor.lock().ok().and_then(|mut m| m.take()));
     if let Some(e) = load_error.lock().ok().and_then(|mut e| e.take()) {
@@ -171,11 +208,11 @@ pub async fn run(
 }
 
 /// After the drain deadline, cuts every in-flight request so its connection can close.
-async fn cut_after(deadline: Duration, engine_thread: Arc<Mutex<Option<EngineThread>>>) {
+async fn cut_after(deadline: Duration, engine_thread: Arc<Mutex<Vec<EngineThread>>>) {
     tokio::time::sleep(deadline).await;
-    if let Some(t) = engine_thread.lock().ok().as_ref().and_then(|t| t.as_ref()) {
+    if let Ok(threads) = engine_thread.lock() {
         tracing::warn!("drain deadline passed: cutting in-flight requests");
-        t.abort_all();
+        threads.iter().for_each(EngineThread::abort_all);
     }
 }
 
@@ -184,7 +221,7 @@ fn start_engine(
     opts: &ServeOptions,
     state: &AppState,
     feeds: GridFeeds,
-    slot: &Mutex<Option<EngineThread>>,
+    slot: &Mutex<Vec<EngineThread>>,
     monitor_slot: &Mutex<Option<PowerMonitor>>,
 ) -> Result<(), GatewayError> {
     let parts = load()?;
@@ -192,28 +229,49 @@ fn start_engine(
         deferral_deadline: opts.controller.deferral_deadline,
         ..EnginePolicy::open(opts.step_budget)
     };
-    // The control loop owns the sender; without one the open policy stays put (a watch
-    // receiver keeps the last value after its sender is gone).
-    let (policy_tx, budget_rx) = watch::channel(open);
-    if let Some(power) = parts.power {
-        let c = &opts.controller;
-        let monitor =
-            crate::serve_power::start(power, c, opts.step_budget, state.grid(), feeds, policy_tx)?;
+    let with_power = parts.engines.iter().filter(|e| e.power.is_some()).count();
+    if with_power != 0 && with_power != parts.engines.len() {
+        return Err(GatewayError::Config(
+            "some engines have power sensors and some do not: the node cannot be steered".into(),
+        ));
+    }
+    let mut handles = Vec::with_capacity(parts.engines.len());
+    let mut power = Vec::with_capacity(with_power);
+    for (index, e) in parts.engines.into_iter().enumerate() {
+        // The control loop owns the sender; without one the open policy stays put (a watch
+        // receiver keeps the last value after its sender is gone).
+        let (policy, policy_rx) = watch::channel(open);
+        if let Some(parts) = e.power {
+            let device = e.device.clone();
+            power.push(EnginePower {
+                device,
+                parts,
+                policy,
+            });
+        }
+        let (handle, thread) = spawn_metered_engine(
+            index,
+            e.backend,
+            e.meter,
+            policy_rx,
+            opts.max_waiting_requests,
+        )
+        .map_err(|e| GatewayError::Config(format!("starting an engine thread: {e}")))?;
+        handles.push(handle);
+        if let Ok(mut t) = slot.lock() {
+            t.push(thread);
+        }
+    }
+    if !power.is_empty() {
+        let (c, grid) = (&opts.controller, state.grid());
+        let monitor = crate::serve_power::start(power, c, opts.step_budget, grid, feeds)?;
         if let Ok(mut m) = monitor_slot.lock() {
             *m = Some(monitor);
         }
     }
-    let model_name = parts.backend.info().model_name.clone();
-    let (engine, thread) = spawn_metered_engine(
-        parts.backend,
-        parts.meter,
-        budget_rx,
-        opts.max_waiting_requests,
-    )
-    .map_err(|e| GatewayError::Config(format!("starting the engine thread: {e}")))?;
-    if let Ok(mut t) = slot.lock() {
-        *t = Some(thread);
-    }
+    let engine = EnginePool::new(handles)
+        .ok_or_else(|| GatewayError::Config("the model loaded on no device".into()))?;
+    let model_name = engine.info().model_name.clone();
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -467,7 +467,7 @@ async fn status_shows_cap_next_change_power_and_only_what_is_known() {
         admission: TierAdmission::OPEN,
         preempt_flexible: false,
     };
-    s.feeds.operating_point.send_replace(Some(point));
+    s.feeds.operating_point.send_replace(Some(point.into()));
     let (_, st) = get(&s, "/v1/grid/status").await;
     assert_eq!(st["power"]["instant_watts"].as_f64(), Some(300.0), "{st}");
     assert_eq!(

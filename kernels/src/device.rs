@@ -103,6 +103,46 @@ pub fn cuda_device_count() -> usize {
     }
 }
 
+/// How a device is named in logs, status and errors: `cpu`, `cuda:1`.
+pub fn label(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// The CUDA ordinal of a GPU device (None for the CPU).
+pub fn cuda_ordinal(device: &Device) -> Option<usize> {
+    match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => Some(gpu_id),
+        _ => None,
+    }
+}
+
+/// The GPU's PCI address as NVML spells it (`00000000:17:00.0`), so the power sensor opened
+/// for an engine reads the same GPU whatever `CUDA_VISIBLE_DEVICES` or `CUDA_DEVICE_ORDER`
+/// renumbered. None for the CPU (or if the driver will not say).
+pub fn pci_bus_id(device: &Device) -> Option<String> {
+    #[cfg(feature = "cuda")]
+    {
+        use candle_core::cuda_backend::cudarc::driver::sys::CUdevice_attribute as Attr;
+        let cuda = device.as_cuda_device().ok()?;
+        let stream = cuda.cuda_stream();
+        let context = stream.context();
+        let get = |attr| context.attribute(attr).ok();
+        let domain = get(Attr::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID)?;
+        let bus = get(Attr::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID)?;
+        let slot = get(Attr::CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID)?;
+        Some(format!("{domain:08x}:{bus:02x}:{slot:02x}.0"))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        None
+    }
+}
+
 /// The devices to run on: `auto` is every GPU there is, or the CPU when there is none.
 pub fn resolve(spec: &DeviceSpec) -> Result<Vec<Device>, KernelError> {
     match spec {
@@ -168,6 +208,8 @@ mod tests {
             assert_eq!(text.parse::<DeviceSpec>().unwrap(), spec, "{text}");
         }
         assert_eq!(DeviceSpec::Cuda(vec![0, 2]).to_string(), "cuda:0,2");
+        assert_eq!(label(&Device::Cpu), "cpu");
+        assert_eq!(pci_bus_id(&Device::Cpu), None);
         for bad in ["gpu", "cuda:", "cuda:x", "cuda:0,0", "cuda:-1"] {
             let err = bad.parse::<DeviceSpec>().unwrap_err().to_string();
             assert!(err.contains("expected cpu, auto"), "{bad}: {err}");

@@ -13,7 +13,7 @@ use super::generator::{generate, Emitter};
 use super::logprobs::TokenInfo;
 use super::params::Plan;
 use super::prompt::PromptJob;
-use crate::engine::{EngineEvent, EngineHandle, GenerationRequest, RequestStream};
+use crate::engine::{EngineEvent, EnginePool, GenerationRequest, RequestStream};
 
 /// What happened to one choice since its last event.
 #[derive(Clone, Debug)]
@@ -44,7 +44,7 @@ pub type ChoiceEvents = BoxStream<'static, (usize, ChoiceEvent)>;
 /// but each prompt gets the same answers alone or in a batch. If any submission fails, the ones
 /// already made are dropped, which cancels them.
 pub fn submit_all(
-    engine: &EngineHandle,
+    engine: &EnginePool,
     jobs: &[PromptJob],
     plan: &Plan,
 ) -> Result<Vec<(usize, RequestStream)>, ApiError> {

@@ -8,7 +8,7 @@ use gridserve_models::chat::ChatTemplate;
 use gridserve_models::tokenizer::TextTokenizer;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::engine::EngineHandle;
+use crate::engine::EnginePool;
 use crate::grid::auth::Credentials;
 use crate::grid::GridState;
 
@@ -35,7 +35,7 @@ impl Default for ApiConfig {
 
 /// The served model, available once loading has finished.
 pub struct ReadyModel {
-    pub engine: EngineHandle,
+    pub engine: EnginePool,
     pub tokenizer: Arc<TextTokenizer>,
     pub chat: Arc<ChatTemplate>,
     /// The id clients pass as `model`.

@@ -4,6 +4,7 @@
 mod energy;
 mod handle;
 mod policy;
+mod pool;
 mod request;
 mod run;
 mod scheduler;
@@ -12,6 +13,7 @@ mod thread;
 pub use energy::{apportion, EnergyBook, SensorMeter, StepMeter};
 pub use handle::{EngineEvent, EngineHandle, EngineStatus, RequestStream, SubmitError, TokenEvent};
 pub use policy::EnginePolicy;
+pub use pool::EnginePool;
 pub use request::{FinishReason, GenerationRequest, Priority};
 pub use run::{run_until_idle, StepStats};
 pub use scheduler::{AdmissionGate, Scheduler, SeqEvent, StepBudget, StepPlan};

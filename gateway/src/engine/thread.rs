@@ -75,12 +75,14 @@ pub fn spawn_engine(
     budget: watch::Receiver<EnginePolicy>,
     max_waiting: usize,
 ) -> std::io::Result<(EngineHandle, EngineThread)> {
-    spawn_metered_engine(backend, None, budget, max_waiting)
+    spawn_metered_engine(0, backend, None, budget, max_waiting)
 }
 
 /// As [`spawn_engine`], measuring every step's energy with `meter` and reporting each
-/// request's share on its tokens.
+/// request's share on its tokens. `index` tells engines apart (data parallel: one per GPU)
+/// in the per-engine gauges' `engine` label and the thread's name.
 pub fn spawn_metered_engine(
+    index: usize,
     backend: Box<dyn ModelBackend>,
     meter: Option<Box<dyn StepMeter>>,
     budget: watch::Receiver<EnginePolicy>,
@@ -113,10 +115,11 @@ pub fn spawn_metered_engine(
         live: HashMap::new(),
         abort_all: abort_all.clone(),
         model_name,
+        engine_label: index.to_string(),
         energy,
     };
     let join = std::thread::Builder::new()
-        .name("engine".into())
+        .name(format!("engine-{index}"))
         .spawn(move || engine.run())?;
     Ok((
         handle,
@@ -136,6 +139,8 @@ struct Engine {
     live: HashMap<SeqId, Live>,
     abort_all: Arc<AtomicBool>,
     model_name: String,
+    /// The `engine` label of the per-engine gauges.
+    engine_label: String,
     energy: Option<EnergyBook>,
 }
 
@@ -434,9 +439,13 @@ impl Engine {
             Priority::Flexible,
         ] {
             let deferred = self.sched.num_deferred(tier) as f64;
-            gauge!(m::TIER_DEFERRED, "tier" => tier.as_str()).set(deferred);
+            gauge!(m::TIER_DEFERRED, "tier" => tier.as_str(), "engine" => self.engine_label.clone())
+                .set(deferred);
         }
-        let labels = [("model_name", self.model_name.clone())];
+        let labels = [
+            ("model_name", self.model_name.clone()),
+            ("engine", self.engine_label.clone()),
+        ];
         gauge!(m::NUM_REQUESTS_RUNNING, &labels).set(running as f64);
         gauge!(m::NUM_REQUESTS_WAITING, &labels).set(waiting as f64);
         gauge!(m::KV_CACHE_USAGE, &labels).set(kv);

@@ -23,7 +23,7 @@ pub use schedule::{CapNow, NextChange, Schedule};
 pub use status::Compliance;
 pub use store::Store;
 
-use crate::power::controller::Decision;
+use crate::power::controller::OperatingPoint;
 use crate::power::PowerSample;
 use crate::GatewayError;
 use status::{FollowedPower, StatusInputs};
@@ -58,7 +58,7 @@ impl GridConfig {
 /// its figure at the last value sent (`null` if none was).
 pub struct GridFeeds {
     pub power: watch::Sender<Option<PowerSample>>,
-    pub operating_point: watch::Sender<Option<Decision>>,
+    pub operating_point: watch::Sender<Option<OperatingPoint>>,
     pub compliance: watch::Sender<Option<Compliance>>,
 }
 
@@ -76,7 +76,7 @@ struct Inner {
     live: watch::Sender<Arc<[Envelope]>>,
     power: watch::Receiver<Option<PowerSample>>,
     window: Arc<FollowedPower>,
-    operating_point: watch::Receiver<Option<Decision>>,
+    operating_point: watch::Receiver<Option<OperatingPoint>>,
     compliance: watch::Receiver<Option<Compliance>>,
     /// The OpenADR VEN's last published status (`None`: the VEN is off).
     openadr: std::sync::RwLock<Option<openadr::VenStatus>>,

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::envelope::Origin;
 use super::openadr::VenStatus;
 use super::schedule::{CapNow, NextChange};
-use crate::power::controller::{Decision, PowerWindow};
+use crate::power::controller::{OperatingPoint, PowerWindow};
 use crate::power::PowerSample;
 
 /// How well the cap has been kept, as the controller counts it.
@@ -82,7 +82,7 @@ pub struct StatusInputs<'a> {
     pub default_cap: Option<f64>,
     pub sample: Option<&'a PowerSample>,
     pub average_watts: Option<f64>,
-    pub operating_point: Option<&'a Decision>,
+    pub operating_point: Option<&'a OperatingPoint>,
     pub compliance: Option<&'a Compliance>,
     /// Where the winning envelope came from.
     pub origin: Option<&'a Origin>,

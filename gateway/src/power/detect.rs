@@ -57,7 +57,7 @@ fn open_nvml() -> Result<PowerBackend, GatewayError> {
     Ok(backend)
 }
 
-fn open_twin(
+pub(super) fn open_twin(
     dir: &std::path::Path,
     gpu: &str,
     shape: Option<&str>,
@@ -75,7 +75,7 @@ fn open_twin(
 }
 
 /// A sensor without an actuator, shared between the monitor and the engine's meter.
-fn only(sensor: impl PowerSensor + 'static) -> PowerBackend {
+pub(super) fn only(sensor: impl PowerSensor + 'static) -> PowerBackend {
     let shared = SharedSensor::new(Box::new(sensor));
     PowerBackend {
         meter: Box::new(SensorMeter::new(Box::new(shared.clone()))),

@@ -10,7 +10,7 @@ use nvml_wrapper::Device;
 
 use super::counter::{CounterStep, EnergyMeter};
 use super::notes::Notes;
-use super::nvml_api::{map_error, nvml_devices, throttle_reason_names, NvmlDevice};
+use super::nvml_api::{nvml_device_for, map_error, nvml_devices, throttle_reason_names, NvmlDevice};
 use super::PowerSensor;
 use super::{DeviceSample, EnergySource, PowerSample};
 use crate::GatewayError;
@@ -40,15 +40,29 @@ impl NvmlSensor {
     pub fn open() -> Result<Self, GatewayError> {
         Ok(Self::new(nvml_devices()?))
     }
+
+    /// One engine's GPU (see `nvml_device_for`).
+    pub fn open_gpu(pci_bus_id: Option<&str>, ordinal: usize) -> Result<Self, GatewayError> {
+        Ok(Self::named(vec![nvml_device_for(pci_bus_id, ordinal)?]))
+    }
 }
 
 impl<D: NvmlDevice> NvmlSensor<D> {
     pub fn new(devices: Vec<D>) -> Self {
-        let gpus = devices
+        let named = devices
             .into_iter()
             .enumerate()
-            .map(|(i, dev)| Gpu {
-                name: format!("gpu{i}"),
+            .map(|(i, dev)| (format!("gpu{i}"), dev))
+            .collect();
+        Self::named(named)
+    }
+
+    /// GPUs with their names as samples report them.
+    pub fn named(devices: Vec<(String, D)>) -> Self {
+        let gpus = devices
+            .into_iter()
+            .map(|(name, dev)| Gpu {
+                name,
                 dev,
                 energy: EnergyMeter::new(JOULES_PER_MILLIJOULE, None),
                 instant_power_ok: true,

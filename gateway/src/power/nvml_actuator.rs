@@ -5,7 +5,7 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::Device;
 
 use super::notes::Notes;
-use super::nvml_api::{map_error, nvml_devices, NvmlDevice};
+use super::nvml_api::{map_error, nvml_device_for, nvml_devices, NvmlDevice};
 use super::{ActuatorLimits, ClockRange, PowerActuator};
 use crate::GatewayError;
 
@@ -23,6 +23,11 @@ pub struct NvmlActuator<D: NvmlDevice = Device<'static>> {
 impl NvmlActuator {
     pub fn open() -> Result<Self, GatewayError> {
         Ok(Self::new(nvml_devices()?))
+    }
+
+    /// One engine's GPU (see `nvml_device_for`).
+    pub fn open_gpu(pci_bus_id: Option<&str>, ordinal: usize) -> Result<Self, GatewayError> {
+        Ok(Self::new(vec![nvml_device_for(pci_bus_id, ordinal)?.1]))
     }
 }
 

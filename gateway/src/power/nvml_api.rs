@@ -122,6 +122,32 @@ pub fn nvml_devices() -> Result<Vec<Device<'static>>, GatewayError> {
         .collect()
 }
 
+/// The GPU an engine runs on, with its NVML name (`gpu<NVML index>`): found by its PCI
+/// address when CUDA gave one (CUDA and NVML may number GPUs differently), else by NVML index
+/// `ordinal`.
+pub fn nvml_device_for(
+    pci_bus_id: Option<&str>,
+    ordinal: usize,
+) -> Result<(String, Device<'static>), GatewayError> {
+    let nvml = NVML
+        .get_or_init(|| Nvml::init().map_err(|e| init_failure(&e)))
+        .as_ref()
+        .map_err(|why| GatewayError::PowerUnavailable(why.clone()))?;
+    let device = match pci_bus_id {
+        Some(bus) => nvml
+            .device_by_pci_bus_id(bus)
+            .map_err(|e| map_error(&format!("NVML GPU at PCI {bus}"), e))?,
+        None => {
+            let index = u32::try_from(ordinal)
+                .map_err(|_| GatewayError::Config(format!("GPU index {ordinal} out of range")))?;
+            nvml.device_by_index(index)
+                .map_err(|e| map_error(&format!("NVML gpu{ordinal}"), e))?
+        }
+    };
+    let index = device.index().map_or(ordinal as u32, |i| i);
+    Ok((format!("gpu{index}"), device))
+}
+
 /// Why `Nvml::init` failed, worded for an operator.
 fn init_failure(e: &NvmlError) -> String {
     tracing::debug!("Nvml::init: {e}");

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gridserve::api::{router, ApiConfig, AppState, ReadyModel};
-use gridserve::engine::{spawn_engine, EngineHandle, EnginePolicy, StepBudget};
+use gridserve::engine::{spawn_engine, EngineHandle, EnginePolicy, EnginePool, StepBudget};
 use gridserve::grid::auth::Credentials;
 use gridserve::grid::{GridConfig, GridFeeds, GridState};
 use gridserve_models::chat::ChatTemplate;
@@ -182,7 +182,7 @@ pub async fn start(opts: Options) -> TestServer {
         ))
         .expect("read gemma.jinja");
         state.set_ready(ReadyModel {
-            engine: handle.clone(),
+            engine: EnginePool::new(vec![handle.clone()]).expect("one engine"),
             tokenizer: std::sync::Arc::new(tokenizer()),
             chat: std::sync::Arc::new(
                 ChatTemplate::from_source(template).expect("template compiles"),
@@ -329,14 +329,17 @@ pub fn metered_model_parts(
     ))
     .expect("read gemma.jinja");
     gridserve::server::ModelParts {
-        backend: Box::new(TestBackend {
-            inner: FakeBackend::new(vocab_size(), 64, 4, MAX_SEQ_LEN),
-            delay: step_delay,
-            fail: false,
-        }),
+        engines: vec![gridserve::server::EngineParts {
+            device: "cpu".into(),
+            backend: Box::new(TestBackend {
+                inner: FakeBackend::new(vocab_size(), 64, 4, MAX_SEQ_LEN),
+                delay: step_delay,
+                fail: false,
+            }),
+            meter,
+            power: None,
+        }],
         tokenizer: tokenizer(),
         chat: ChatTemplate::from_source(template).expect("template compiles"),
-        meter,
-        power: None,
     }
 }

@@ -93,6 +93,93 @@ impl Decision {
     }
 }
 
+/// What `/v1/grid/status` shows as `operating_point`: the node's decision, and with several
+/// engines (one per GPU) each engine's own, with its share of the cap.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OperatingPoint {
+    #[serde(flatten)]
+    pub node: Decision,
+    /// Empty with one engine (the node's decision is that engine's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<EnginePoint>,
+}
+
+/// One engine's decision and the share of the node's cap it steers for.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EnginePoint {
+    /// The engine's device, e.g. `cuda:1`.
+    pub device: String,
+    /// Its share of the cap (None: no cap).
+    pub cap_share_watts: Option<f64>,
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+impl From<Decision> for OperatingPoint {
+    fn from(node: Decision) -> Self {
+        Self {
+            node,
+            engines: Vec::new(),
+        }
+    }
+}
+
+impl OperatingPoint {
+    /// The node's view of its engines' decisions: power figures add up, the budget is the
+    /// node's per-step capacity, effort and duty cycle are means, and mode, clock lock and
+    /// admission are the most restrictive any engine has.
+    pub fn of_engines(engines: Vec<EnginePoint>) -> Option<Self> {
+        let decisions: Vec<&Decision> = engines.iter().map(|e| &e.decision).collect();
+        let first = (*decisions.first()?).clone();
+        if decisions.len() == 1 {
+            return Some(first.into());
+        }
+        let n = decisions.len() as f64;
+        let sum_of = |f: fn(&Decision) -> Option<f64>| decisions.iter().map(|d| f(d)).sum();
+        let node = Decision {
+            mode: decisions.iter().map(|d| d.mode).max_by_key(|m| m.severity()).unwrap_or(first.mode),
+            target_watts: sum_of(|d| d.target_watts),
+            measured_watts: sum_of(|d| d.measured_watts),
+            effort: decisions.iter().map(|d| d.effort).sum::<f64>() / n,
+            budget: StepBudget {
+                max_seqs: decisions.iter().map(|d| d.budget.max_seqs).sum(),
+                max_tokens: decisions.iter().map(|d| d.budget.max_tokens).sum(),
+            },
+            sm_clock: decisions.iter().filter_map(|d| d.sm_clock).min_by_key(|c| c.max_mhz),
+            power_limit_watts: decisions.iter().filter_map(|d| d.power_limit_watts).reduce(f64::min),
+            duty_cycle: decisions.iter().map(|d| d.duty_cycle).sum::<f64>() / n,
+            admission: TierAdmission {
+                interactive: strictest(decisions.iter().map(|d| d.admission.interactive)),
+                standard: strictest(decisions.iter().map(|d| d.admission.standard)),
+                flexible: strictest(decisions.iter().map(|d| d.admission.flexible)),
+            },
+            preempt_flexible: decisions.iter().any(|d| d.preempt_flexible),
+        };
+        Some(Self { node, engines })
+    }
+}
+
+fn strictest(tiers: impl Iterator<Item = Admission>) -> Admission {
+    let rank = |a: &Admission| match a {
+        Admission::Admit => 0,
+        Admission::Defer => 1,
+        Admission::Reject => 2,
+    };
+    tiers.max_by_key(rank).unwrap_or(Admission::Admit)
+}
+
+impl Mode {
+    /// Safe over saturated over tracking over uncapped.
+    fn severity(self) -> u8 {
+        match self {
+            Mode::Uncapped => 0,
+            Mode::Tracking => 1,
+            Mode::Saturated => 2,
+            Mode::Safe => 3,
+        }
+    }
+}
+
 fn budget_json<S: serde::Serializer>(b: &StepBudget, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeStruct;
     let mut st = s.serialize_struct("StepBudget", 2)?;

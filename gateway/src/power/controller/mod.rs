@@ -28,7 +28,7 @@ pub(crate) mod tests;
 use std::time::{Duration, Instant};
 
 pub use config::{ControllerConfig, Hardware, RawControllerConfig};
-pub use decision::{Admission, Decision, Mode, TierAdmission};
+pub use decision::{Admission, Decision, EnginePoint, Mode, OperatingPoint, TierAdmission};
 pub use ladder::{ClockKnob, Ladder};
 pub use window::PowerWindow;
 
