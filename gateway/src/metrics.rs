@@ -95,8 +95,14 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     // Per engine (`engine` label: 0, 1, … — one engine per GPU), as vLLM's data parallel.
-    describe_gauge!(NUM_REQUESTS_RUNNING, "Requests in the running batch, per engine.");
-    describe_gauge!(NUM_REQUESTS_WAITING, "Requests waiting to be scheduled, per engine.");
+    describe_gauge!(
+        NUM_REQUESTS_RUNNING,
+        "Requests in the running batch, per engine."
+    );
+    describe_gauge!(
+        NUM_REQUESTS_WAITING,
+        "Requests waiting to be scheduled, per engine."
+    );
     describe_gauge!(
         KV_CACHE_USAGE,
         "Fraction of KV-cache blocks in use (0 to 1), per engine."

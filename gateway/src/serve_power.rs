@@ -86,7 +86,8 @@ pub fn start(
             .iter()
             .map(|c| {
                 let s = c.controller.settings();
-                s.power_limit_range_watts.map(|(min, _)| min * c.sensor_devices as f64)
+                s.power_limit_range_watts
+                    .map(|(min, _)| min * c.sensor_devices as f64)
             })
             .sum();
         if let Some(watts) = min_watts {

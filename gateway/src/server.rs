@@ -191,7 +191,8 @@ pub async fn run(
         t.abort_all();
     }
     // Every handle is gone now, so the threads end promptly; don't hang exit if they don't.
-    let join = tokio::task::spawn_blocking(move || threads.into_iter().for_each(EngineThread::join));
+    let join =
+        tokio::task::spawn_blocking(move || threads.into_iter().for_each(EngineThread::join));
     if tokio::time::timeout(Duration::from_secs(10), join)
         .await
         .is_err()

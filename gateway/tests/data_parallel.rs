@@ -10,8 +10,8 @@ use gridserve::api::ApiConfig;
 use gridserve::config::PowerConfig;
 use gridserve::engine::StepBudget;
 use gridserve::power::{detect_engines, CpuScope, EngineDevice};
-use gridserve::server::{run, EngineParts, ModelParts, ServeOptions};
 use gridserve::serve_power::PowerParts;
+use gridserve::server::{run, EngineParts, ModelParts, ServeOptions};
 use serde_json::{json, Value};
 
 /// The node's cap: two H100 twins draw ~2 × 70 W idle and up to 2 × 700 W.
@@ -120,7 +120,11 @@ async fn two_engines_share_the_load_and_split_the_cap() {
                       "temperature": 0, "ignore_eos": true});
     let requests: Vec<_> = (0..8)
         .map(|_| {
-            let (client, url, body) = (client.clone(), format!("{base}/v1/completions"), body.clone());
+            let (client, url, body) = (
+                client.clone(),
+                format!("{base}/v1/completions"),
+                body.clone(),
+            );
             tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() })
         })
         .collect();
@@ -129,27 +133,44 @@ async fn two_engines_share_the_load_and_split_the_cap() {
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(25)).await;
         let running = running_per_engine(&get(&client, format!("{base}/metrics")).await);
-        busy_engines = running.iter().filter(|(_, n)| *n > 0.0).map(|(e, _)| e.clone()).collect();
+        busy_engines = running
+            .iter()
+            .filter(|(_, n)| *n > 0.0)
+            .map(|(e, _)| e.clone())
+            .collect();
         if busy_engines.len() == 2 {
             break;
         }
     }
-    assert_eq!(busy_engines.len(), 2, "both engines should be running requests: {busy_engines:?}");
+    assert_eq!(
+        busy_engines.len(),
+        2,
+        "both engines should be running requests: {busy_engines:?}"
+    );
 
     for r in requests {
         let response = r.await.unwrap();
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["usage"]["completion_tokens"], 60, "{body}");
-        assert!(body["usage"]["energy_joules"].as_f64().unwrap_or(0.0) > 0.0, "{body}");
+        assert!(
+            body["usage"]["energy_joules"].as_f64().unwrap_or(0.0) > 0.0,
+            "{body}"
+        );
     }
 
     // The controller splits the node's cap between the two engines' GPUs.
     let status: Value =
         serde_json::from_str(&get(&client, format!("{base}/v1/grid/status")).await).unwrap();
     let point = &status["operating_point"];
-    let engines = point["engines"].as_array().unwrap_or_else(|| panic!("{status}"));
-    let devices: Vec<&str> = engines.iter().map(|e| e["device"].as_str().unwrap()).collect();
+    println!("operating point: {point:#}");
+    let engines = point["engines"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"));
+    let devices: Vec<&str> = engines
+        .iter()
+        .map(|e| e["device"].as_str().unwrap())
+        .collect();
     assert_eq!(devices, ["cuda:0", "cuda:1"]);
     let shares: Vec<f64> = engines
         .iter()
@@ -159,7 +180,10 @@ async fn two_engines_share_the_load_and_split_the_cap() {
         (shares.iter().sum::<f64>() - CAP_WATTS).abs() < 1e-6,
         "shares {shares:?} must add up to the cap"
     );
-    assert!(shares.iter().all(|s| *s >= 60.0), "each keeps at least its idle draw: {shares:?}");
+    assert!(
+        shares.iter().all(|s| *s >= 60.0),
+        "each keeps at least its idle draw: {shares:?}"
+    );
     let node_target = point["target_watts"].as_f64().unwrap();
     assert!(node_target <= CAP_WATTS, "{point}");
     let sensed: Vec<&str> = status["power"]["devices"]

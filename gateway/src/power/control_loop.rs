@@ -100,7 +100,11 @@ impl ControlLoop {
         if n == 1 {
             return vec![Some(s.clone())];
         }
-        let counts: Vec<usize> = self.engines.iter().map(|e| e.control.sensor_devices).collect();
+        let counts: Vec<usize> = self
+            .engines
+            .iter()
+            .map(|e| e.control.sensor_devices)
+            .collect();
         if counts.iter().sum::<usize>() != s.devices.len() {
             self.notes.warn_once(
                 "device count",
@@ -133,7 +137,11 @@ impl ControlLoop {
             return vec![Some(cap)];
         }
         let demands: Vec<EngineDemand> = self.engines.iter().map(EngineLoop::demand).collect();
-        self.split.update(cap, &demands).iter().map(|&w| Some(w)).collect()
+        self.split
+            .update(cap, &demands)
+            .iter()
+            .map(|&w| Some(w))
+            .collect()
     }
 }
 

@@ -10,7 +10,9 @@ use nvml_wrapper::Device;
 
 use super::counter::{CounterStep, EnergyMeter};
 use super::notes::Notes;
-use super::nvml_api::{nvml_device_for, map_error, nvml_devices, throttle_reason_names, NvmlDevice};
+use super::nvml_api::{
+    map_error, nvml_device_for, nvml_devices, throttle_reason_names, NvmlDevice,
+};
 use super::PowerSensor;
 use super::{DeviceSample, EnergySource, PowerSample};
 use crate::GatewayError;

@@ -84,7 +84,11 @@ fn open_nvml_gpu(engine: &EngineDevice, ordinal: usize) -> Result<PowerBackend, 
     let bus = engine.pci_bus_id.as_deref();
     let mut backend = only(NvmlSensor::open_gpu(bus, ordinal)?);
     backend.actuator = Some(Box::new(NvmlActuator::open_gpu(bus, ordinal)?));
-    backend.why = format!("NVML for {} (PCI {})", engine.label, bus.unwrap_or("unknown"));
+    backend.why = format!(
+        "NVML for {} (PCI {})",
+        engine.label,
+        bus.unwrap_or("unknown")
+    );
     Ok(backend)
 }
 
@@ -171,7 +175,11 @@ mod tests {
     fn two_gpu_engines_get_a_twin_each_and_the_node_reads_both() {
         let backends = detect_engines(&config("twin:h100"), &[gpu(0), gpu(1)]).unwrap();
         assert_eq!(backends.len(), 2);
-        assert!(backends[1].why.ends_with("for cuda:1"), "{}", backends[1].why);
+        assert!(
+            backends[1].why.ends_with("for cuda:1"),
+            "{}",
+            backends[1].why
+        );
         let sensors = backends
             .into_iter()
             .zip(["cuda:0", "cuda:1"])

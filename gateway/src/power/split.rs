@@ -197,7 +197,12 @@ mod tests {
     }
 
     fn demand() -> impl Strategy<Value = EngineDemand> {
-        (0.0..200.0f64, 50.0..800.0f64, proptest::option::of(0.0..1000.0f64), any::<bool>())
+        (
+            0.0..200.0f64,
+            50.0..800.0f64,
+            proptest::option::of(0.0..1000.0f64),
+            any::<bool>(),
+        )
             .prop_map(|(floor, range, measured, held_back)| EngineDemand {
                 floor_watts: floor,
                 max_watts: floor + range,

@@ -137,7 +137,11 @@ impl OperatingPoint {
         let n = decisions.len() as f64;
         let sum_of = |f: fn(&Decision) -> Option<f64>| decisions.iter().map(|d| f(d)).sum();
         let node = Decision {
-            mode: decisions.iter().map(|d| d.mode).max_by_key(|m| m.severity()).unwrap_or(first.mode),
+            mode: decisions
+                .iter()
+                .map(|d| d.mode)
+                .max_by_key(|m| m.severity())
+                .unwrap_or(first.mode),
             target_watts: sum_of(|d| d.target_watts),
             measured_watts: sum_of(|d| d.measured_watts),
             effort: decisions.iter().map(|d| d.effort).sum::<f64>() / n,
@@ -145,8 +149,14 @@ impl OperatingPoint {
                 max_seqs: decisions.iter().map(|d| d.budget.max_seqs).sum(),
                 max_tokens: decisions.iter().map(|d| d.budget.max_tokens).sum(),
             },
-            sm_clock: decisions.iter().filter_map(|d| d.sm_clock).min_by_key(|c| c.max_mhz),
-            power_limit_watts: decisions.iter().filter_map(|d| d.power_limit_watts).reduce(f64::min),
+            sm_clock: decisions
+                .iter()
+                .filter_map(|d| d.sm_clock)
+                .min_by_key(|c| c.max_mhz),
+            power_limit_watts: decisions
+                .iter()
+                .filter_map(|d| d.power_limit_watts)
+                .reduce(f64::min),
             duty_cycle: decisions.iter().map(|d| d.duty_cycle).sum::<f64>() / n,
             admission: TierAdmission {
                 interactive: strictest(decisions.iter().map(|d| d.admission.interactive)),
