@@ -1,6 +1,8 @@
 //! The seam between the engine's scheduler and a model: one `step` runs a batch of sequences,
 //! each with its own new tokens at its own positions against its own KV blocks.
 
+pub use gridserve_kernels::cpu::SampleRow;
+
 use crate::ModelError;
 
 /// Identifies a sequence for the lifetime of a request; chosen by the caller.
@@ -51,11 +53,23 @@ impl StepBatch {
 /// Logits of the last token of every sequence that asked for them, in batch order, as one
 /// row-major `[rows, vocab]` buffer: the output head writes it once, and a batch of 16 does
 /// not copy 16 MB of 262k-token rows into separate vectors every step.
+///
+/// Rows the backend sampled itself (on the device: see [`ModelBackend::step_sampling`]) come
+/// back as token and logprob only, in `sampled`.
 #[derive(Clone, Debug, Default)]
 pub struct StepOutput {
     seqs: Vec<SeqId>,
     logits: Vec<f32>,
     vocab: usize,
+    sampled: Vec<DeviceSampled>,
+}
+
+/// A token the backend sampled, with its logprob under the raw distribution.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceSampled {
+    pub seq: SeqId,
+    pub token: u32,
+    pub logprob: f32,
 }
 
 impl StepOutput {
@@ -72,7 +86,19 @@ impl StepOutput {
             seqs,
             logits,
             vocab,
+            sampled: Vec::new(),
         })
+    }
+
+    /// Adds the rows the backend sampled itself.
+    pub fn with_sampled(mut self, sampled: Vec<DeviceSampled>) -> Self {
+        self.sampled = sampled;
+        self
+    }
+
+    /// Rows sampled by the backend, in batch order.
+    pub fn sampled(&self) -> &[DeviceSampled] {
+        &self.sampled
     }
 
     /// Builds the buffer from separate rows (test and simulated backends).
@@ -88,13 +114,13 @@ impl StepOutput {
         Self::new(seqs, logits, vocab)
     }
 
-    /// Rows returned.
+    /// Rows returned (logits and sampled).
     pub fn len(&self) -> usize {
-        self.seqs.len()
+        self.seqs.len() + self.sampled.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seqs.is_empty()
+        self.len() == 0
     }
 
     /// `(sequence, logits row)` in batch order.
@@ -112,6 +138,24 @@ impl StepOutput {
 pub trait ModelBackend: Send {
     fn info(&self) -> &BackendInfo;
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, ModelError>;
+
+    /// Whether [`ModelBackend::step_sampling`] samples where the logits are (a GPU), so only
+    /// a token id and a logprob per row reach the host.
+    fn samples_on_device(&self) -> bool {
+        false
+    }
+
+    /// As `step`, but the rows of the sequences in `sampling` are sampled by the backend with
+    /// those parameters and come back in `StepOutput::sampled`; the other rows' logits come
+    /// back as usual. Backends that cannot sample return logits for every row.
+    fn step_sampling(
+        &mut self,
+        batch: &StepBatch,
+        sampling: &[(SeqId, SampleRow)],
+    ) -> Result<StepOutput, ModelError> {
+        let _ = sampling;
+        self.step(batch)
+    }
 }
 
 /// A boxed backend (what loading returns) is a backend.
@@ -122,6 +166,18 @@ impl<B: ModelBackend + ?Sized> ModelBackend for Box<B> {
 
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, ModelError> {
         (**self).step(batch)
+    }
+
+    fn samples_on_device(&self) -> bool {
+        (**self).samples_on_device()
+    }
+
+    fn step_sampling(
+        &mut self,
+        batch: &StepBatch,
+        sampling: &[(SeqId, SampleRow)],
+    ) -> Result<StepOutput, ModelError> {
+        (**self).step_sampling(batch, sampling)
     }
 }
 

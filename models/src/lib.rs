@@ -22,7 +22,9 @@ pub mod testing;
 pub mod tokenizer;
 pub mod tokenizer_bpe;
 
-pub use backend::{BackendInfo, ModelBackend, SeqId, SeqStep, StepBatch, StepOutput};
+pub use backend::{
+    BackendInfo, DeviceSampled, ModelBackend, SampleRow, SeqId, SeqStep, StepBatch, StepOutput,
+};
 /// The device type models load onto (`candle_core::Device`).
 pub use candle_core::Device;
 pub use cpu_backend::{CpuBackend, KvCacheOptions};

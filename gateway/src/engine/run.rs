@@ -36,7 +36,7 @@ pub fn run_until_idle(
                 "scheduler produced an empty step with work pending".into(),
             ));
         }
-        let out = backend.step(&plan.batch)?;
+        let out = sched.run_step(backend, &plan)?;
         let events = profile::time(Stage::Sampling, || sched.update(&plan, &out));
         let stats = StepStats {
             seqs: plan.batch.seqs.len(),

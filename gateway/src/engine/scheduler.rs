@@ -11,7 +11,10 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use gridserve_models::sampling::{Sampled, Sampler};
-use gridserve_models::{BackendInfo, BlockAllocator, SeqId, SeqStep, StepBatch, StepOutput};
+use gridserve_models::{
+    BackendInfo, BlockAllocator, DeviceSampled, ModelBackend, SampleRow, SeqId, SeqStep, StepBatch,
+    StepOutput,
+};
 
 use super::request::{FinishReason, GenerationRequest, Priority};
 use crate::GatewayError;
@@ -385,10 +388,41 @@ impl Scheduler {
         tokens_left
     }
 
+    /// The rows of `plan` the backend may sample on its device, with this step's parameters
+    /// (see `Sampler::device_row`); the others need their logits on the host.
+    pub fn device_sampling(&mut self, plan: &StepPlan) -> Vec<(SeqId, SampleRow)> {
+        let running = &mut self.running;
+        plan.batch
+            .seqs
+            .iter()
+            .filter(|s| s.sample)
+            .filter_map(|s| {
+                let seq = running.iter_mut().find(|r| r.id == s.seq)?;
+                seq.sampler.device_row().map(|row| (s.seq, row))
+            })
+            .collect()
+    }
+
+    /// Runs a planned step, letting a backend that samples on its device do so for the rows
+    /// that allow it.
+    pub fn run_step(
+        &mut self,
+        backend: &mut dyn ModelBackend,
+        plan: &StepPlan,
+    ) -> Result<StepOutput, gridserve_models::ModelError> {
+        let sampling = match backend.samples_on_device() {
+            true => self.device_sampling(plan),
+            false => Vec::new(),
+        };
+        backend.step_sampling(&plan.batch, &sampling)
+    }
+
     /// Applies a step's results: advances what was computed, samples where logits came back,
     /// and finishes sequences that hit a stop condition (freeing their blocks).
     pub fn update(&mut self, plan: &StepPlan, out: &StepOutput) -> Vec<SeqEvent> {
         let logits: HashMap<SeqId, &[f32]> = out.rows().collect();
+        let on_device: HashMap<SeqId, &DeviceSampled> =
+            out.sampled().iter().map(|d| (d.seq, d)).collect();
         let mut events = Vec::new();
         let mut finished = Vec::new();
         for step in &plan.batch.seqs {
@@ -396,10 +430,15 @@ impl Scheduler {
                 continue; // aborted while the step ran
             };
             seq.computed = step.start_pos + step.tokens.len();
-            let Some(row) = logits.get(&seq.id) else {
-                continue;
+            let sampled = match (on_device.get(&seq.id), logits.get(&seq.id)) {
+                (Some(d), _) => Sampled {
+                    token: d.token,
+                    logprob: d.logprob,
+                    top: Vec::new(),
+                },
+                (None, Some(row)) => seq.sampler.sample(row),
+                (None, None) => continue,
             };
-            let sampled = seq.sampler.sample(row);
             seq.sampler.observe(sampled.token);
             seq.tokens.push(sampled.token);
             let token = sampled.token;

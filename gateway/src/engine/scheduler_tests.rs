@@ -363,3 +363,84 @@ fn deferred_work_expires_after_its_deadline_only_while_deferred() {
     let _ = step(&mut s, &mut b, BIG);
     assert_eq!(s.num_running(), 0, "the other one is still deferred");
 }
+
+/// The fake, sampling on its "device": each device row's token is the reference kernel's
+/// pick from the fake's logits, and those rows' logits never come back.
+struct DeviceSampling(FakeBackend);
+
+impl ModelBackend for DeviceSampling {
+    fn info(&self) -> &gridserve_models::BackendInfo {
+        self.0.info()
+    }
+
+    fn step(
+        &mut self,
+        batch: &gridserve_models::StepBatch,
+    ) -> Result<gridserve_models::StepOutput, gridserve_models::ModelError> {
+        self.0.step(batch)
+    }
+
+    fn samples_on_device(&self) -> bool {
+        true
+    }
+
+    fn step_sampling(
+        &mut self,
+        batch: &gridserve_models::StepBatch,
+        sampling: &[(u64, gridserve_models::SampleRow)],
+    ) -> Result<gridserve_models::StepOutput, gridserve_models::ModelError> {
+        let out = self.0.step(batch)?;
+        let (mut host, mut device) = (Vec::new(), Vec::new());
+        for (seq, row) in out.rows() {
+            match sampling.iter().find(|(s, _)| *s == seq) {
+                Some((_, params)) => {
+                    let s = gridserve_kernels::cpu::sample_reference(row, params).unwrap();
+                    device.push(gridserve_models::DeviceSampled {
+                        seq,
+                        token: s.token,
+                        logprob: s.logprob,
+                    });
+                }
+                None => host.push((seq, row.to_vec())),
+            }
+        }
+        let vocab = self.0.info().vocab_size;
+        Ok(gridserve_models::StepOutput::from_rows(vocab, host)?.with_sampled(device))
+    }
+}
+
+#[test]
+fn a_device_sampling_backend_samples_what_it_may_and_the_host_the_rest() {
+    let mut b = DeviceSampling(FakeBackend::new(100, 16, 4, 64));
+    let mut s = Scheduler::new(b.info());
+    let now = Instant::now();
+    s.add(1, req(vec![5, 6, 7], 3, Priority::Standard), now)
+        .unwrap();
+    // Top alternatives need the whole row: this one is sampled on the host.
+    let mut with_top = req(vec![20, 21], 3, Priority::Standard);
+    with_top.sampling.logprobs = Some(2);
+    s.add(2, with_top, now).unwrap();
+    let mut events = Vec::new();
+    while s.has_work() {
+        let plan = s.schedule(BIG, Instant::now());
+        let out = s.run_step(&mut b, &plan).unwrap();
+        assert!(
+            out.sampled().iter().all(|d| d.seq == 1),
+            "only seq 1 on the device"
+        );
+        assert!(
+            out.rows().all(|(seq, _)| seq == 2),
+            "only seq 2's logits come back"
+        );
+        events.extend(s.update(&plan, &out));
+    }
+    // Both follow the fake (next = last + 1), whichever side sampled.
+    assert_eq!(tokens_of(&events, 1), vec![8, 9, 10]);
+    assert_eq!(tokens_of(&events, 2), vec![22, 23, 24]);
+    for e in &events {
+        if let SeqEvent::Token { seq, sampled } = e {
+            assert_eq!(sampled.top.len(), if *seq == 2 { 2 } else { 0 }, "{e:?}");
+            assert!(sampled.logprob <= 0.0 && sampled.logprob > -1.0, "{e:?}");
+        }
+    }
+}

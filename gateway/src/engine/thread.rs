@@ -302,19 +302,20 @@ impl Engine {
         if let Some(e) = self.energy.as_mut() {
             e.begin(&plan.batch);
         }
-        let backend = &mut self.backend;
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.step(&plan.batch)))
-                .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    Err(gridserve_models::ModelError::Batch(format!(
-                        "backend panicked: {what}"
-                    )))
-                });
+        let (backend, sched) = (&mut self.backend, &mut self.sched);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sched.run_step(backend.as_mut(), &plan)
+        }))
+        .unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(gridserve_models::ModelError::Batch(format!(
+                "backend panicked: {what}"
+            )))
+        });
         match result {
             Ok(out) => {
                 if let Some(e) = self.energy.as_mut() {

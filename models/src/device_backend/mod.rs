@@ -1,17 +1,24 @@
 //! The device backend: a model on any candle device (`Device::Cuda(n)` on a GPU, or the CPU)
 //! behind the same `ModelBackend` seam as `CpuBackend`, with its paged KV cache as device
 //! tensors. Per step it uploads the token ids, positions, slots, block tables and RoPE
-//! tables, runs `DeviceModel::forward`, and copies back only the sampled rows' logits.
+//! tables, runs `DeviceModel::forward`, samples on the device the rows the engine lets it
+//! (token and logprob back: 8 bytes a row), and copies back only the other sampled rows' logits.
 
 mod model;
 mod weights;
 
+use std::collections::HashMap;
+
 use candle_core::{DType, Device, Tensor};
+use gridserve_kernels::ops::SampleParams;
 
 use crate::arch::gemma3::Gemma3Config;
 use crate::arch::llama::LlamaConfig;
 use crate::arch::{token_slots, KvLayout};
-use crate::backend::{validate_batch, BackendInfo, ModelBackend, StepBatch, StepOutput};
+use crate::backend::{
+    validate_batch, BackendInfo, DeviceSampled, ModelBackend, SampleRow, SeqId, StepBatch,
+    StepOutput,
+};
 use crate::cpu_backend::KvCacheOptions;
 use crate::kv_cache::KvStorage;
 use crate::loader::WeightSource;
@@ -156,6 +163,20 @@ impl ModelBackend for DeviceBackend {
     }
 
     fn step(&mut self, batch: &StepBatch) -> Result<StepOutput, ModelError> {
+        self.step_sampling(batch, &[])
+    }
+
+    fn samples_on_device(&self) -> bool {
+        true
+    }
+
+    /// The rows in `sampling` are sampled by the `sample` op where the logits are; only the
+    /// other rows' logits are copied to the host.
+    fn step_sampling(
+        &mut self,
+        batch: &StepBatch,
+        sampling: &[(SeqId, SampleRow)],
+    ) -> Result<StepOutput, ModelError> {
         validate_batch(&self.info, batch)?;
         if batch.seqs.is_empty() {
             return Ok(StepOutput::default());
@@ -165,10 +186,34 @@ impl ModelBackend for DeviceBackend {
         let Some(logits) = self.model.forward(&tensors, &self.caches)? else {
             return Ok(StepOutput::default());
         };
-        let logits = logits
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        StepOutput::new(seqs, logits, self.info.vocab_size)
+        let logits = logits.to_dtype(DType::F32)?;
+        let params: HashMap<SeqId, SampleRow> = sampling.iter().copied().collect();
+        let (on_device, on_host): (Vec<usize>, Vec<usize>) =
+            (0..seqs.len()).partition(|&i| params.contains_key(&seqs[i]));
+        let rows = |idx: &[usize]| -> Result<Tensor, ModelError> {
+            let idx: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+            let idx = Tensor::from_vec(idx.clone(), idx.len(), &self.device)?;
+            Ok(logits.index_select(&idx, 0)?)
+        };
+        let mut sampled = Vec::with_capacity(on_device.len());
+        if !on_device.is_empty() {
+            let row_params: Vec<SampleRow> = on_device.iter().map(|&i| params[&seqs[i]]).collect();
+            let params = SampleParams::tensor(&row_params, &self.device)?;
+            let out = gridserve_kernels::ops::sample(&rows(&on_device)?, &params)?;
+            for (&i, s) in on_device.iter().zip(SampleParams::results(&out)?) {
+                sampled.push(DeviceSampled {
+                    seq: seqs[i],
+                    token: s.token,
+                    logprob: s.logprob,
+                });
+            }
+        }
+        let host_logits = match on_host.len() {
+            0 => Vec::new(),
+            n if n == seqs.len() => logits.flatten_all()?.to_vec1::<f32>()?,
+            _ => rows(&on_host)?.flatten_all()?.to_vec1::<f32>()?,
+        };
+        let host_seqs = on_host.iter().map(|&i| seqs[i]).collect();
+        Ok(StepOutput::new(host_seqs, host_logits, self.info.vocab_size)?.with_sampled(sampled))
     }
 }

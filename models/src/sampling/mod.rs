@@ -198,6 +198,33 @@ impl Sampler {
         &self.params
     }
 
+    /// This step's parameters for a device sampler (token and logprob only), or None when it
+    /// needs the logits on the host: penalties (they depend on what was generated) or top
+    /// alternatives (`logprobs` above 0). Draws the step's uniform from the sequence's own
+    /// generator, so a seeded request stays reproducible on a given device.
+    pub fn device_row(&mut self) -> Option<crate::SampleRow> {
+        let p = &self.params;
+        if p.has_penalties() || p.logprobs.is_some_and(|n| n > 0) {
+            return None;
+        }
+        let greedy = p.is_greedy();
+        let row = crate::SampleRow {
+            // The kernel takes argmax below its own cut-off, the same 1e-5.
+            temperature: if greedy { 0.0 } else { p.temperature },
+            top_k: p.top_k.unwrap_or(0),
+            top_p: p.top_p,
+            min_p: p.min_p,
+            uniform: 0.0,
+        };
+        // Greedy rows draw nothing, as on the host.
+        let uniform = if greedy {
+            0.0
+        } else {
+            self.rng.random::<f32>()
+        };
+        Some(crate::SampleRow { uniform, ..row })
+    }
+
     /// Records a generated token so later steps penalise it. Prompt tokens are deliberately
     /// not fed here: OpenAI's presence/frequency penalties only count generated tokens.
     pub fn observe(&mut self, token: u32) {

@@ -577,3 +577,51 @@ impl Sampler {
         self.row.clone()
     }
 }
+
+#[test]
+fn device_rows_are_offered_only_when_the_logits_are_not_needed_on_the_host() {
+    let mut greedy = Sampler::new(SamplingParams::greedy());
+    let row = greedy.device_row().expect("greedy samples on the device");
+    assert_eq!((row.temperature, row.uniform), (0.0, 0.0));
+    for p in [
+        params(|p| p.frequency_penalty = 0.5),
+        params(|p| p.repetition_penalty = 1.1),
+        params(|p| p.logprobs = Some(3)),
+    ] {
+        assert_eq!(Sampler::new(p.clone()).device_row(), None, "{p:?}");
+    }
+    let chosen_only = params(|p| p.logprobs = Some(0));
+    assert!(Sampler::new(chosen_only).device_row().is_some());
+    // A seed gives the same draws, so a seeded request repeats on the same device.
+    let seeded = params(|p| {
+        p.top_k = Some(3);
+        p.min_p = 0.05
+    });
+    let draws = |s: &mut Sampler| (0..4).map(|_| s.device_row().unwrap()).collect::<Vec<_>>();
+    let (a, b) = (
+        draws(&mut Sampler::new(seeded.clone())),
+        draws(&mut Sampler::new(seeded)),
+    );
+    assert_eq!(a, b);
+    assert_eq!((a[0].top_k, a[0].min_p), (3, 0.05));
+    assert!(a.windows(2).all(|w| w[0].uniform != w[1].uniform));
+}
+
+#[test]
+fn device_rows_drawn_by_the_reference_kernel_follow_the_softmax() {
+    // The device path end to end on the CPU: the sampler's rows through the kernel's CPU
+    // reference give the same distribution as host sampling.
+    let logits = four();
+    let mut sampler = Sampler::new(params(|p| p.temperature = 1.0));
+    let draws = 20_000;
+    let mut hits = [0usize; 4];
+    for _ in 0..draws {
+        let row = sampler.device_row().unwrap();
+        let got = gridserve_kernels::cpu::sample_reference(&logits, &row).unwrap();
+        hits[got.token as usize] += 1;
+        let want = (0.1f32 + 0.1 * got.token as f32).ln();
+        assert!((got.logprob - want).abs() < 1e-5, "{got:?}");
+    }
+    let freq: Vec<f64> = hits.iter().map(|&h| h as f64 / draws as f64).collect();
+    assert_close(&freq, &softmax(&logits, 1.0), 0.015);
+}
