@@ -62,6 +62,31 @@ pub struct ServeOptions {
     pub openadr: Option<OpenAdrConfig>,
 }
 
+impl EngineParts {
+    /// One engine per device, each metered and steered through its own power backend
+    /// (devices, backends and power backends in the same order).
+    pub fn metered(
+        devices: Vec<EngineDevice>,
+        backends: impl IntoIterator<Item = Box<dyn ModelBackend>>,
+        power: Vec<crate::power::PowerBackend>,
+    ) -> Vec<Self> {
+        devices
+            .into_iter()
+            .zip(backends)
+            .zip(power)
+            .map(|((d, backend), p)| {
+                let (meter, power) = PowerParts::split(p);
+                EngineParts {
+                    device: d.label,
+                    backend,
+                    meter: Some(meter),
+                    power: Some(power),
+                }
+            })
+            .collect()
+    }
+}
+
 impl ServeOptions {
     pub fn from_config(config: &Config) -> Self {
         Self {
@@ -101,20 +126,7 @@ pub fn load_model(config: &Config) -> Result<ModelParts, GatewayError> {
         .collect();
     let power = crate::power::detect_engines(&config.power, &devices)?;
     let backends = std::iter::once(served.loaded.backend).chain(served.replicas);
-    let engines = devices
-        .into_iter()
-        .zip(backends)
-        .zip(power)
-        .map(|((d, backend), p)| {
-            let (meter, power) = PowerParts::split(p);
-            EngineParts {
-                device: d.label,
-                backend,
-                meter: Some(meter),
-                power: Some(power),
-            }
-        })
-        .collect();
+    let engines = EngineParts::metered(devices, backends, power);
     Ok(ModelParts {
         engines,
         tokenizer: served.loaded.tokenizer,

@@ -10,7 +10,6 @@ use gridserve::api::ApiConfig;
 use gridserve::config::PowerConfig;
 use gridserve::engine::StepBudget;
 use gridserve::power::{detect_engines, CpuScope, EngineDevice};
-use gridserve::serve_power::PowerParts;
 use gridserve::server::{run, EngineParts, ModelParts, ServeOptions};
 use serde_json::{json, Value};
 
@@ -40,20 +39,7 @@ fn two_engines(step_delay: Duration) -> ModelParts {
         backend_of(common::model_parts(step_delay)),
         backend_of(common::model_parts(step_delay)),
     ];
-    parts.engines = devices
-        .into_iter()
-        .zip(backends)
-        .zip(power)
-        .map(|((d, backend), p)| {
-            let (meter, power) = PowerParts::split(p);
-            EngineParts {
-                device: d.label,
-                backend,
-                meter: Some(meter),
-                power: Some(power),
-            }
-        })
-        .collect();
+    parts.engines = EngineParts::metered(devices, backends, power);
     parts
 }
 
