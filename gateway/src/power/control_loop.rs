@@ -147,13 +147,7 @@ impl ControlLoop {
 
 impl EngineLoop {
     fn demand(&self) -> EngineDemand {
-        let settings = self.control.controller.settings();
-        EngineDemand {
-            floor_watts: settings.idle_watts,
-            max_watts: settings.hardware_max_watts,
-            measured_watts: self.last.as_ref().and_then(|d| d.measured_watts),
-            held_back: self.last.as_ref().is_none_or(|d| d.effort < 0.999),
-        }
+        EngineDemand::of(self.control.controller.settings(), self.last.as_ref())
     }
 
     /// One engine's tick: decide, actuate, hand the engine its policy.

@@ -8,6 +8,8 @@
 //! goes to each engine in proportion to the room it has left. The shares always add up to the
 //! cap, so engines that each stay under their share keep the node under the cap.
 
+use super::controller::{ControllerSettings, Decision};
+
 /// What one engine's devices can draw and are drawing.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EngineDemand {
@@ -22,6 +24,17 @@ pub struct EngineDemand {
 }
 
 impl EngineDemand {
+    /// An engine's demand as its controller's settings and last decision tell it: held back
+    /// while its effort is below full (or before its first decision).
+    pub fn of(settings: &ControllerSettings, last: Option<&Decision>) -> Self {
+        Self {
+            floor_watts: settings.idle_watts,
+            max_watts: settings.hardware_max_watts,
+            measured_watts: last.and_then(|d| d.measured_watts),
+            held_back: last.is_none_or(|d| d.effort < FULL_EFFORT),
+        }
+    }
+
     /// What it wants, in watts (at least its floor, at most its maximum).
     fn want_watts(&self) -> f64 {
         match self.measured_watts {
@@ -34,6 +47,8 @@ impl EngineDemand {
     }
 }
 
+/// Effort at or above this is running free.
+const FULL_EFFORT: f64 = 0.999;
 /// Headroom a free-running engine's want keeps above its draw, as a share of its range.
 const HEADROOM_FRACTION: f64 = 0.1;
 /// A new split replaces the last only when a share moves by more than this share of the cap
@@ -131,6 +146,10 @@ impl CapSplit {
         &self.shares
     }
 }
+
+#[cfg(test)]
+#[path = "split_loop_tests.rs"]
+mod loop_tests;
 
 #[cfg(test)]
 mod tests {

@@ -46,16 +46,16 @@ pub(crate) fn settings() -> ControllerSettings {
 }
 
 /// A twin H100 serving `demand` decoding sequences at 1k context, under a controller.
-struct Loop {
+pub(crate) struct Loop {
     twin: TwinCluster,
-    controller: Controller,
+    pub(crate) controller: Controller,
     base: Instant,
-    demand: u32,
+    pub(crate) demand: u32,
     actuation: Actuation,
 }
 
 impl Loop {
-    fn new(demand: u32) -> Self {
+    pub(crate) fn new(demand: u32) -> Self {
         let dir = config_dir();
         let profile = GpuProfile::load_named(&dir.join("gpus"), "h100-sxm").unwrap();
         let shape = ModelShape::load_named(&dir.join("models"), "llama-3.1-8b").unwrap();
@@ -74,13 +74,17 @@ impl Loop {
     }
 
     /// One controller period: tick (with or without a sample), apply, run steps.
-    fn period(&mut self, cap: Option<f64>, sensor_alive: bool) -> Decision {
+    pub(crate) fn period(&mut self, cap: Option<f64>, sensor_alive: bool) -> Decision {
         let sample = sensor_alive.then(|| self.twin.sample().unwrap());
         let d = self.controller.tick(self.now(), sample.as_ref(), cap);
         let refusals = self.actuation.apply(&d, &mut self.twin);
         self.controller.drop_refused(refusals);
         assert_eq!(self.actuation.failures, 0);
         let batch = self.demand.min(d.budget.max_seqs as u32);
+        if batch == 0 {
+            self.twin.idle(PERIOD);
+            return d;
+        }
         let step = StepComposition::uniform(batch, 1000.0, 0.0, 0.0);
         let end = self.twin.now() + PERIOD;
         while self.twin.now() < end {
@@ -89,7 +93,7 @@ impl Loop {
         d
     }
 
-    fn one_second_watts(&self) -> f64 {
+    pub(crate) fn one_second_watts(&self) -> f64 {
         self.twin.gpus()[0].average_watts(Duration::from_secs(1))
     }
 }
