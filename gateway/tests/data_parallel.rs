@@ -6,11 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use gridserve::api::ApiConfig;
 use gridserve::config::PowerConfig;
-use gridserve::engine::StepBudget;
 use gridserve::power::{detect_engines, CpuScope, EngineDevice};
-use gridserve::server::{run, EngineParts, ModelParts, ServeOptions};
+use gridserve::server::{run, EngineParts, ModelParts};
 use serde_json::{json, Value};
 
 /// The node's cap: two H100 twins draw ~2 × 70 W idle and up to 2 × 700 W.
@@ -67,19 +65,7 @@ async fn two_engines_share_the_load_and_split_the_cap() {
     let data = tempfile::tempdir().unwrap();
     let mut grid = common::grid_config(data.path());
     grid.subscription_watts = Some(CAP_WATTS);
-    let opts = ServeOptions {
-        api: ApiConfig::default(),
-        step_budget: StepBudget {
-            max_tokens: 256,
-            max_seqs: 16,
-        },
-        max_waiting_requests: 16,
-        drain_timeout: Duration::from_secs(5),
-        grid,
-        credentials: Default::default(),
-        controller: common::controller_config(),
-        openadr: None,
-    };
+    let opts = common::serve_options(grid, Duration::from_secs(5));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(run(
         listener,

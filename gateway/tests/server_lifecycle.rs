@@ -6,9 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use gridserve::api::ApiConfig;
-use gridserve::engine::StepBudget;
-use gridserve::server::{run, ServeOptions};
+use gridserve::server::run;
 use gridserve::GatewayError;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -25,19 +23,7 @@ async fn serve(drain: Duration, load_delay: Duration, step_delay: Duration) -> R
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let data = tempfile::tempdir().unwrap();
-    let opts = ServeOptions {
-        api: ApiConfig::default(),
-        step_budget: StepBudget {
-            max_tokens: 256,
-            max_seqs: 16,
-        },
-        max_waiting_requests: 16,
-        drain_timeout: drain,
-        grid: common::grid_config(data.path()),
-        credentials: Default::default(),
-        controller: common::controller_config(),
-        openadr: None,
-    };
+    let opts = common::serve_options(common::grid_config(data.path()), drain);
     let load = move || {
         std::thread::sleep(load_delay);
         Ok(common::model_parts(step_delay))
@@ -191,19 +177,7 @@ async fn shutdown_cuts_requests_still_running_at_the_drain_deadline() {
 async fn a_model_that_fails_to_load_ends_the_server_with_its_error() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let data = tempfile::tempdir().unwrap();
-    let opts = ServeOptions {
-        api: ApiConfig::default(),
-        step_budget: StepBudget {
-            max_tokens: 16,
-            max_seqs: 4,
-        },
-        max_waiting_requests: 4,
-        drain_timeout: Duration::from_millis(100),
-        grid: common::grid_config(data.path()),
-        credentials: Default::default(),
-        controller: common::controller_config(),
-        openadr: None,
-    };
+    let opts = common::serve_options(common::grid_config(data.path()), Duration::from_millis(100));
     let load = || Err(GatewayError::Config("no such model file".into()));
     let out = tokio::time::timeout(
         Duration::from_secs(10),

@@ -4,19 +4,16 @@
 //! feature and a GPU, the same comparison runs on `cuda:0`.
 
 use candle_core::Device;
-use gridserve_models::testing::{tiny_backend, tiny_gemma3_config, tiny_gemma3_weights};
+use gridserve_models::testing::{
+    tiny_backend, tiny_gemma3_config, tiny_gemma3_weights, tiny_kv_options,
+};
 use gridserve_models::{
-    BlockAllocator, DeviceArch, DeviceBackend, KvCacheOptions, ModelBackend, SeqStep, StepBatch,
+    BlockAllocator, DeviceArch, DeviceBackend, ModelBackend, SeqStep, StepBatch,
 };
 
 fn device_gemma(device: &Device, num_blocks: usize) -> DeviceBackend {
     let cfg = tiny_gemma3_config();
-    let per_token = 2 * cfg.layers * cfg.kv_heads * cfg.head_dim * 4;
-    let opts = KvCacheOptions {
-        block_size: 4,
-        kv_cache_bytes: num_blocks * 4 * per_token,
-        max_seq_len: None,
-    };
+    let opts = tiny_kv_options(num_blocks);
     let mut w = tiny_gemma3_weights(5).unwrap();
     DeviceBackend::load(
         DeviceArch::Gemma3(&cfg),

@@ -134,6 +134,24 @@ pub fn controller_config() -> gridserve::power::controller::ControllerConfig {
         .controller
 }
 
+/// `serve`'s options for tests: the shipped controller, 16 sequences and 16 waiting
+/// requests per engine, no OpenADR.
+pub fn serve_options(grid: GridConfig, drain: Duration) -> gridserve::server::ServeOptions {
+    gridserve::server::ServeOptions {
+        api: ApiConfig::default(),
+        step_budget: StepBudget {
+            max_tokens: 256,
+            max_seqs: 16,
+        },
+        max_waiting_requests: 16,
+        drain_timeout: drain,
+        grid,
+        credentials: Credentials::default(),
+        controller: controller_config(),
+        openadr: None,
+    }
+}
+
 /// Grid settings for tests: no default cap, no hardware minimum, no ramp.
 pub fn grid_config(data_dir: &Path) -> GridConfig {
     GridConfig {

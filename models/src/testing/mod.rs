@@ -103,16 +103,21 @@ pub fn tiny_gemma3_weights(seed: u64) -> Result<InMemoryWeights, ModelError> {
     Ok(w)
 }
 
-/// The tiny model behind a CPU backend with a small KV cache of `num_blocks` blocks of 4.
-pub fn tiny_backend(seed: u64, num_blocks: usize) -> Result<CpuBackend, ModelError> {
-    let model = tiny_gemma3(seed)?;
+/// A KV cache of `num_blocks` blocks of 4 tokens for the tiny Gemma 3 (f32 K and V).
+pub fn tiny_kv_options(num_blocks: usize) -> KvCacheOptions {
     let cfg = tiny_gemma3_config();
     let per_token = 2 * cfg.layers * cfg.kv_heads * cfg.head_dim * 4;
-    let opts = KvCacheOptions {
+    KvCacheOptions {
         block_size: 4,
         kv_cache_bytes: num_blocks * 4 * per_token,
         max_seq_len: None,
-    };
+    }
+}
+
+/// The tiny model behind a CPU backend with a small KV cache of `num_blocks` blocks of 4.
+pub fn tiny_backend(seed: u64, num_blocks: usize) -> Result<CpuBackend, ModelError> {
+    let model = tiny_gemma3(seed)?;
+    let opts = tiny_kv_options(num_blocks);
     CpuBackend::new(Box::new(model), "tiny-gemma3".into(), vec![1], &opts)
 }
 
